@@ -1,0 +1,23 @@
+"""Exceptions shared by the library, the command line and the Slicer logic.
+
+`InputError` is what a user can fix (a bad file, a wrong label value, a bad option): the CLI maps
+it to exit code 2. Anything else that escapes is a failure of the job (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class LAScarSegError(Exception):
+    """Base class of every error LAScarSeg raises on purpose."""
+
+
+class InputError(LAScarSegError, ValueError):
+    """Bad input: the message names the file or option and says what is wrong with it."""
+
+
+class ModelError(LAScarSegError):
+    """A model file that is missing, corrupt, foreign or lacks an output the job needs."""
+
+
+class Cancelled(LAScarSegError):
+    """Raised when the caller's cancel event is set; the job leaves nothing behind."""
