@@ -1,0 +1,168 @@
+"""The `lascarseg` command line: a thin layer over the library.
+
+Exit codes (CONTRACTS section 8): 0 done, 1 the job failed, 2 bad usage or input.
+Each subcommand lives in the module that does the work and registers itself here through
+`add_parser(subparsers)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import InputError, LAScarSegError, ModelError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def set_threads(n: int | None) -> None:
+    """Bound CPU use of every numeric library before they start their thread pools."""
+    if n is None:
+        return
+    if n < 1:
+        raise InputError(f"--threads must be at least 1, got {n}")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ[var] = str(n)
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads to use (default: all)")
+
+
+# ------------------------------------------------------------------------------------ train
+def _add_train(sub) -> argparse.ArgumentParser:
+    from .train_config import RECIPES
+    from .variants import variant_names
+
+    p = sub.add_parser("train", help="train or fine-tune a network (MTL-SESA or an ablation variant)",
+                       description="Train a variant of the paper's Tables 1-2 with a named recipe. Values come "
+                       "from the recipe, then --config, then KEY=VALUE overrides (JSON values). "
+                       f"Variants: {', '.join(variant_names())}. Recipes: {', '.join(RECIPES)}. "
+                       "Several processes: torchrun --nproc_per_node=N -m LAScarSegLib.cli train ...")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, curves.png)")
+    p.add_argument("--recipe", default="cpu-default", choices=RECIPES)
+    p.add_argument("--variant", default=None, help="network variant (default mtl-sesa)")
+    p.add_argument("--config", default=None, help="YAML or JSON config file")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--init-from", default=None, help="fine-tune from a checkpoint or an exported .pt model")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    add_threads_option(p)
+    return p
+
+
+def _run_train(args) -> int:
+    import json
+
+    from .train_config import departures, make_config
+    from .trainer import train
+
+    overrides = list(args.overrides)
+    if args.variant:
+        overrides.append(f"variant={args.variant}")
+    if args.threads:
+        overrides.append(f"threads={args.threads}")
+    cfg = make_config(args.recipe, args.config, overrides)
+    if args.print_config:
+        print(json.dumps({**cfg.as_dict(), "departures_from_paper": departures(cfg.recipe)}, indent=2, default=str))
+        return EXIT_OK
+    summary = train(cfg, args.out, resume=args.resume, init_from=args.init_from)
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- export
+def _add_export(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", help="export a checkpoint as the TorchScript model file with its card")
+    p.add_argument("checkpoint", help="a training checkpoint (best.pt or last.pt)")
+    p.add_argument("--out", required=True, help="the .pt model file to write")
+    p.add_argument("--name", default="lascarseg-mtl-sesa")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--card-extra", default=None, help="JSON file merged into the card (training_data, validation, ...)")
+    p.add_argument("--register", action="store_true", help="add the file to the models.json beside it")
+    p.add_argument("--no-freeze", action="store_true", help="keep BatchNorm separate (no torch.jit.freeze)")
+    return p
+
+
+def _run_export(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .export import export_checkpoint, register
+
+    extra = {}
+    if args.card_extra:
+        extra = json.loads(Path(args.card_extra).read_text())
+    path = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version,
+                             training_data=extra.pop("training_data", None),
+                             validation=extra.pop("validation", None), extra=extra, freeze=not args.no_freeze)
+    print(f"wrote {path}")
+    if args.register:
+        entry = register(path, Path(path).parent / "models.json")
+        print(f"registered {entry['name']} {entry['version']} sha256 {entry['sha256']}")
+    return EXIT_OK
+
+
+def _commands() -> list[tuple[str, Callable, Callable]]:
+    """(name, add_parser, run) of every subcommand; heavy modules are imported when a command runs."""
+    from . import demo, phantom
+
+    return [
+        ("demo", demo.add_parser, demo.run),
+        ("phantom", phantom.add_parser, phantom.run),
+        ("train", _add_train, _run_train),
+        ("export", _add_export, _run_export),
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lascarseg",
+        description="Left-atrium and LA-scar segmentation and surface scar quantification from LGE MRI (MTL-SESA).",
+    )
+    parser.add_argument("--version", action="version", version=f"lascarseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, add, run in _commands():
+        p = add(sub)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad usage
+        return int(exc.code or 0)
+    try:
+        set_threads(getattr(args, "threads", None))
+        return int(args._run(args))
+    except (InputError, ModelError) as exc:
+        print(f"lascarseg {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"lascarseg {args.command}: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except LAScarSegError as exc:
+        print(f"lascarseg {args.command}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the CLI must turn any failure into exit code 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"lascarseg {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Export a trained checkpoint as the TorchScript model file with its card (CONTRACTS sections 3, 4).
+
+The card is authoritative: the pipeline takes spacing, patch size, normalisation and wall band
+from it. The registry `Resources/Models/models.json` lists shipped models with their SHA-256;
+loading checks it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, ModelError
+from .outputs import write_json
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+REGISTRY = MODELS_DIR / "models.json"
+INTENDED_USE = (
+    "Research use only; not for clinical decisions. The scar output has been validated on synthetic "
+    "scar only (phantoms and scar painted into real LGE images), not on real scar."
+)
+OUTPUT_WORDS = {
+    "la": "la: [B, 1, Z, Y, X] logits of the left-atrium cavity (sigmoid gives the probability)",
+    "scar": "scar: [B, 2, Z, Y, X] logits of (p_normal, p_scar), the distance probability maps of normal "
+            "wall and scar (Eq. 4); scar is read out where p_scar > p_normal inside the wall band",
+}
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_card(*, name: str, version: str, variant: str, config: dict[str, Any], model_config: dict[str, Any],
+              training_data: list[dict[str, Any]], validation: dict[str, Any],
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    import torch
+
+    levels = int(model_config["levels"])
+    return {
+        "format_version": 1,
+        "name": name,
+        "version": version,
+        "variant": variant,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "torch_version": torch.__version__.split("+")[0],
+        "spacing_mm": [float(s) for s in config["spacing_mm"]],
+        "patch_size": [int(p) for p in config["patch_size"]],
+        "divisor": 2 ** (levels - 1),
+        "normalisation": "zscore-volume",
+        "wall_band_mm": float(config["wall_band_mm"]),
+        "outputs": [OUTPUT_WORDS[h] for h in model_config["heads"]],
+        "architecture": model_config,
+        "training_data": training_data,
+        "validation": validation,
+        "intended_use": INTENDED_USE,
+        **(extra or {}),
+    }
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, name: str, version: str,
+                      training_data: list[dict[str, Any]] | None = None,
+                      validation: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                      freeze: bool = True) -> Path:
+    """Script (and freeze: BatchNorm folded) the checkpoint's network and save it with its card."""
+    from .network import ModelConfig, build_model, freeze_for_inference, save_scripted, script_model
+    from .trainer import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    mcfg = ModelConfig.from_dict(ckpt["model_config"])
+    model = build_model(mcfg)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    scripted = freeze_for_inference(model) if freeze else script_model(model)
+    card = make_card(name=name, version=version, variant=ckpt["variant"], config=ckpt["config"],
+                     model_config=mcfg.as_dict(), training_data=training_data or [],
+                     validation=validation or {}, extra={"trained_iterations": int(ckpt["iteration"]), **(extra or {})})
+    return save_scripted(scripted, out, card)
+
+
+# -------------------------------------------------------------------------------------- registry
+def read_registry(path: str | os.PathLike = REGISTRY) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model registry does not exist")
+    try:
+        reg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: model registry is not valid JSON ({exc})") from exc
+    if not isinstance(reg, dict) or "models" not in reg or "default" not in reg:
+        raise ModelError(f"{path}: model registry needs 'default' and 'models'")
+    return reg
+
+
+def register(model_file: str | os.PathLike, registry: str | os.PathLike = REGISTRY, *, default: bool = True) -> dict[str, Any]:
+    """Add (or replace by name) a model file that lies in the registry's folder."""
+    from .network import load_scripted
+
+    model_file, registry = Path(model_file), Path(registry)
+    try:
+        rel = model_file.resolve().relative_to(registry.resolve().parent)
+    except ValueError:
+        raise InputError(f"{model_file}: a registered model must lie in {registry.parent}") from None
+    _module, card = load_scripted(model_file)
+    entry = {"name": card["name"], "version": card["version"], "file": rel.as_posix(),
+             "sha256": sha256_of(model_file), "size_bytes": model_file.stat().st_size, "card": card}
+    reg = read_registry(registry) if registry.exists() else {"default": card["name"], "models": []}
+    reg["models"] = [m for m in reg["models"] if m["name"] != card["name"]] + [entry]
+    if default:
+        reg["default"] = card["name"]
+    write_json(reg, registry)
+    return entry
+
+
+def resolve_model(name_or_path: str | os.PathLike | None = None, registry: str | os.PathLike = REGISTRY) -> tuple[Path, str | None]:
+    """A model file and its expected SHA-256: the registry's default, a registered name, or a path."""
+    if name_or_path is not None and Path(name_or_path).suffix == ".pt":
+        return Path(name_or_path), None
+    reg = read_registry(registry)
+    name = name_or_path or reg["default"]
+    for m in reg["models"]:
+        if m["name"] == name:
+            return Path(registry).parent / m["file"], m["sha256"]
+    raise ModelError(f"{registry}: no model named {name!r}; registered: {[m['name'] for m in reg['models']]}")
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, registry: str | os.PathLike = REGISTRY,
+               map_location: Any = "cpu"):
+    """Load a model by registry name (checking its SHA-256) or by path: (module, card, sha256)."""
+    from .network import load_scripted
+
+    path, expected = resolve_model(name_or_path, registry)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file does not exist")
+    digest = sha256_of(path)
+    if expected is not None and digest != expected:
+        raise ModelError(f"{path}: SHA-256 {digest[:12]}... does not match the registry's {expected[:12]}...; "
+                         "the file is corrupt or was replaced")
+    module, card = load_scripted(path, map_location=map_location)
+    return module, card, digest

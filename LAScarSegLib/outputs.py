@@ -1,0 +1,71 @@
+"""All-or-nothing output folders (CONTRACTS section 5).
+
+Files are written into a temporary folder beside the destination and moved into place only when
+the job has finished. After a failure (or a kill) the destination does not exist, or, with
+`overwrite`, is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InputError
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing non-empty folder unless `overwrite`; refuse a file in the way."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: output path exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out}: output folder already holds files; pass --overwrite to replace them")
+    return out
+
+
+@contextmanager
+def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder; on success it replaces `out` in one rename, on failure it vanishes."""
+    out = check_output_dir(out, overwrite).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    backup = None
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, backup)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, out)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    os.chmod(out, 0o755)
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,503 @@
+"""The MTL-SESA trainer: one loop for every variant, on CPU, one GPU or several (torchrun).
+
+Run folder layout (everything needed to resume, inspect and export):
+    config.json     the full config (recipe values, file, overrides)
+    split.json      train / validation case ids and phantom seeds
+    last.pt         the latest checkpoint (every `checkpoint_every` iterations; atomic)
+    best.pt         the best checkpoint by validation score
+    metrics.csv     one row per log step and per validation
+    curves.png      training and validation curves
+Checkpoints hold only tensors and plain values, and load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .datasets import Case, open_dataset, split_by_case
+from .errors import InputError
+from .image import Volume
+from .train_config import TrainConfig, departures
+from .training_data import Augmentation, TrainingCase, augment, batch_to_inputs, prepare_case, sample_batch
+from .variants import get_variant
+
+Log = Callable[[str], None]
+
+TRAIN_PHANTOM_SEED0 = 10_000  # phantoms seen in training: seeds 10000, 10001, ...
+VAL_PHANTOM_SEED0 = 20_000  # validation phantoms (best-checkpoint selection)
+TEST_PHANTOM_SEED0 = 30_000  # fresh phantoms for the reported scar accuracy: never used in training
+
+
+# ------------------------------------------------------------------------------ distributed setup
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join a torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def choose_device(requested: str, local_rank: int = 0) -> str:
+    import torch
+
+    if requested == "auto":
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but CUDA is not available here")
+    if requested not in ("cpu",) and not requested.startswith("cuda"):
+        raise InputError(f"unknown device {requested!r}; use auto, cpu or cuda")
+    return requested
+
+
+# ------------------------------------------------------------------------------------ data setup
+def _paint(case: Case, seed: int, wall_band_mm: float) -> Case:
+    from .phantom import paint_synthetic_scar
+
+    painted = paint_synthetic_scar(case.image, case.la, seed, wall_band_mm=wall_band_mm)
+    prov = painted.info.get("provenance", "synthetic scar painted into the wall band of a real image")
+    return Case(case.id, painted.image, case.la, painted.wall, painted.scar,
+                dict(case.provenance, wall=prov, scar=prov), case.source)
+
+
+def phantom_case(seed: int) -> Case:
+    from .phantom import make_phantom
+
+    ph = make_phantom(seed)
+    prov = ph.info.get("provenance", "synthetic LGE phantom")
+    return Case(f"phantom-{seed}", ph.image, ph.la, ph.wall, ph.scar,
+                {"la": prov, "wall": prov, "scar": prov}, "phantom")
+
+
+@dataclass
+class DataSplit:
+    train_refs: list[tuple[int, str]]  # (source index, case id)
+    val_refs: list[tuple[int, str]]
+    train_phantoms: list[int]
+    val_phantoms: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "train": [f"{s}:{c}" for s, c in self.train_refs],
+            "val": [f"{s}:{c}" for s, c in self.val_refs],
+            "train_phantoms": self.train_phantoms,
+            "val_phantoms": self.val_phantoms,
+        }
+
+
+def make_split(cfg: TrainConfig) -> tuple[list, DataSplit]:
+    """Open the configured sources and split each by case id, deterministically by seed."""
+    datasets = []
+    train, val = [], []
+    for i, src in enumerate(cfg.data):
+        ds = open_dataset(src["root"], src.get("layout", "auto"))
+        ids = ds.ids()[: src["max_cases"]] if src.get("max_cases") else ds.ids()
+        n_val = min(cfg.val_cases, max(0, len(ids) - 1))
+        tr, va = split_by_case(ids, n_val, cfg.seed)
+        train += [(i, c) for c in tr]
+        val += [(i, c) for c in va]
+        datasets.append(ds)
+    split = DataSplit(
+        train, val,
+        [TRAIN_PHANTOM_SEED0 + k for k in range(cfg.phantoms)],
+        [VAL_PHANTOM_SEED0 + k for k in range(cfg.val_phantoms if cfg.phantoms or not datasets else cfg.val_phantoms)],
+    )
+    return datasets, split
+
+
+def load_training_cases(cfg: TrainConfig, datasets: list, refs: list[tuple[int, str]],
+                        phantom_seeds: list[int], log: Log) -> tuple[list[TrainingCase], list[float]]:
+    """Load, paint where configured, and prepare cases; returns cases and their sampling weights."""
+    variant = get_variant(cfg.variant)
+    needs_scar = "scar" in variant.heads
+    cases: list[TrainingCase] = []
+    weights: list[float] = []
+    real_weight = 1.0 - (cfg.phantom_weight if phantom_seeds else 0.0)
+    n_real = max(1, len(refs))
+    t0 = time.perf_counter()
+    for k, (si, cid) in enumerate(refs):
+        src = cfg.data[si]
+        case = datasets[si].load(cid)
+        if needs_scar and case.scar is None:
+            if not src.get("paint_scar", False):
+                raise InputError(f"case {cid} of {src['root']}: variant {cfg.variant} needs scar labels; "
+                                 "set paint_scar for this source to train on synthetic scar")
+            case = _paint(case, seed=cfg.seed * 100_003 + k, wall_band_mm=cfg.wall_band_mm)
+        cases.append(prepare_case(case, cfg.spacing_mm, beta=cfg.beta, wall_band_mm=cfg.wall_band_mm,
+                                  boundary_mm=cfg.boundary_mm))
+        weights.append(real_weight * float(src.get("weight", 1.0)) / n_real)
+    for seed in phantom_seeds:
+        cases.append(prepare_case(phantom_case(seed), cfg.spacing_mm, beta=cfg.beta,
+                                  wall_band_mm=cfg.wall_band_mm, boundary_mm=cfg.boundary_mm))
+        weights.append(cfg.phantom_weight / len(phantom_seeds) if refs else 1.0 / len(phantom_seeds))
+    mb = sum(c.nbytes() for c in cases) / 2**20
+    log(f"prepared {len(cases)} cases ({len(refs)} real, {len(phantom_seeds)} phantoms) "
+        f"in {time.perf_counter() - t0:.0f} s, {mb:.0f} MB")
+    return cases, weights
+
+
+# ------------------------------------------------------------------------------------ validation
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+
+
+def validate(model, cfg: TrainConfig, val_cases: list[Case], device: str, divisor: int) -> dict[str, float]:
+    """LA Dice at each case's native resolution, and scar Dice in the wall band, on held-out cases."""
+    from .distance import wall_band
+    from .image import grid_for_spacing, resample, zscore
+    from .inference import sliding_window
+
+    import torch
+
+    was_training = model.training
+    model.eval()
+    la_d, scar_d = [], []
+    window = [max(p, 96) for p in cfg.patch_zyx]
+    try:
+        for case in val_cases:
+            grid = grid_for_spacing(case.image.geometry, cfg.spacing_mm)
+            img = zscore(resample(case.image, grid))
+            probs = sliding_window(lambda x: model(x.contiguous()), img.array, window, divisor, device=device)
+            if "la" in probs:
+                p_la = resample(img.with_array(probs["la"][0]), case.image.geometry)
+                pred = p_la.array > 0.5
+                la_d.append(_dice(pred, case.la.array))
+            if "scar" in probs and case.scar is not None:
+                p_n = resample(img.with_array(probs["scar"][0]), case.image.geometry).array
+                p_s = resample(img.with_array(probs["scar"][1]), case.image.geometry).array
+                la_ref = case.la if "la" not in probs else case.la.with_array(pred.astype(np.uint8))
+                band = case.wall.array.astype(bool) if case.wall is not None else wall_band(la_ref, cfg.wall_band_mm).array.astype(bool)
+                scar_pred = (p_s > p_n) & band
+                scar_d.append(_dice(scar_pred & case.wall.array.astype(bool), case.scar.array))
+    finally:
+        model.train(was_training)
+    out: dict[str, float] = {}
+    if la_d:
+        out["val_la_dice"] = float(np.mean(la_d))
+    if scar_d:
+        out["val_scar_dice"] = float(np.mean(scar_d))
+    out["val_score"] = float(np.mean([out[k] for k in ("val_la_dice", "val_scar_dice") if k in out]))
+    return out
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    st = rng.bit_generator.state
+    return {"bit_generator": st["bit_generator"], "state": str(st["state"]["state"]),
+            "inc": str(st["state"]["inc"]), "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
+
+
+def _set_rng_state(rng: np.random.Generator, d: dict[str, Any]) -> None:
+    rng.bit_generator.state = {"bit_generator": d["bit_generator"],
+                               "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+                               "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only: nothing arbitrary is unpickled)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: not a LAScarSeg checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise InputError(f"{path}: not a LAScarSeg checkpoint (no model/config entries)")
+    return ckpt
+
+
+def initial_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """Weights to fine-tune from: a training checkpoint or an exported TorchScript model."""
+    path = Path(path)
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any(n.endswith("extra/model_card.json") for n in names):
+            from .network import load_scripted
+
+            module, _card = load_scripted(path)
+            return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return load_checkpoint(path)["model"]
+
+
+def load_matching(model, state: dict[str, Any], log: Log) -> None:
+    """Copy every tensor whose name and shape match; say what was left out (e.g. a missing head)."""
+    own = model.state_dict()
+    taken = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not taken:
+        raise InputError("the initial weights share no tensor with this network (different architecture?)")
+    own.update(taken)
+    model.load_state_dict(own)
+    skipped = sorted(set(own) - set(taken))
+    log(f"initialised {len(taken)} tensors from the given weights; {len(skipped)} kept fresh"
+        + (f" (e.g. {skipped[:3]})" if skipped else ""))
+
+
+# ----------------------------------------------------------------------------------------- train
+def _plot_curves(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open()))
+    if not rows:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    tr = [r for r in rows if r["kind"] == "train"]
+    va = [r for r in rows if r["kind"] == "val"]
+    if tr:
+        it = [int(r["iteration"]) for r in tr]
+        ax1.plot(it, [float(r["loss"]) for r in tr], label="total loss")
+        for key in ("bce_la", "se_scar", "sa_m1", "sa_m2"):
+            if tr[0].get(key):
+                ax1.plot(it, [float(r[key] or "nan") for r in tr], label=key, alpha=0.7)
+        ax1.set_xlabel("iteration")
+        ax1.set_yscale("symlog", linthresh=1e-2)
+        ax1.legend(fontsize=8)
+        ax1.set_title("training loss")
+    for key in ("val_la_dice", "val_scar_dice"):
+        pts = [(int(r["iteration"]), float(r[key])) for r in va if r.get(key)]
+        if pts:
+            ax2.plot(*zip(*pts), marker="o", label=key)
+    ax2.set_xlabel("iteration")
+    ax2.set_ylim(0, 1)
+    ax2.legend(fontsize=8)
+    ax2.set_title("validation")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
+
+
+CSV_FIELDS = ["kind", "iteration", "seconds", "lr", "loss", "bce_la", "se_la", "bce_scar", "dice_scar",
+              "se_scar", "sa_m1", "sa_m2", "it_per_s", "val_la_dice", "val_scar_dice", "val_score"]
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+          init_from: str | os.PathLike | None = None, log: Log | None = None,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train `cfg` into `out_dir`; returns a summary (best score, iterations, rate).
+
+    `resume` continues from `out_dir/last.pt`; `init_from` fine-tunes from a checkpoint or an
+    exported model. `stop_after` ends the run after that many iterations in this call (tests).
+    """
+    import torch
+
+    from .losses import LossWeights, total_loss
+    from .network import ModelConfig, build_model
+
+    out = Path(out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = choose_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist = init_distributed("cuda" if device.startswith("cuda") else "cpu")
+    if device.startswith("cuda") and dist.world > 1:
+        device = f"cuda:{dist.local_rank}"
+    log = log or (lambda m: print(m, flush=True))
+    say = (lambda m: log(m)) if dist.main else (lambda m: None)
+    last = out / "last.pt"
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and last.exists():
+            raise InputError(f"{out}: holds a run already (last.pt); pass --resume to continue it or choose another folder")
+    variant = get_variant(cfg.variant)
+    torch.manual_seed(cfg.seed + dist.rank)
+    rng = np.random.default_rng([cfg.seed, dist.rank])
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + dist.rank)
+
+    datasets, split = make_split(cfg)
+    # each rank trains on its own shard of the training cases (different data per process)
+    shard = split.train_refs[dist.rank::dist.world] if dist.world > 1 else split.train_refs
+    shard_ph = split.train_phantoms[dist.rank::dist.world] if dist.world > 1 else split.train_phantoms
+    if not shard and not shard_ph:
+        raise InputError("no training case left after the validation split (add data or lower val_cases)")
+    cases, weights = load_training_cases(cfg, datasets, shard, shard_ph, say)
+    val_cases = [datasets[s].load(c) for s, c in split.val_refs] if dist.main else []
+    if dist.main and "scar" in variant.heads:
+        val_cases = [(_paint(c, seed=999_983 + k, wall_band_mm=cfg.wall_band_mm) if c.scar is None else c)
+                     for k, c in enumerate(val_cases)]
+        val_cases += [phantom_case(s) for s in split.val_phantoms]
+    elif dist.main:
+        val_cases += [phantom_case(s) for s in split.val_phantoms if not split.val_refs]
+
+    mcfg = ModelConfig(levels=cfg.levels, base_channels=cfg.base_channels, norm=cfg.norm,
+                       heads=variant.heads, scar_base_channels=cfg.scar_base_channels)
+    model = build_model(mcfg).to(device)
+    if init_from is not None and not resume:
+        load_matching(model, initial_weights(init_from), say)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_every, gamma=cfg.lr_gamma)
+    use_amp = device.startswith("cuda") and cfg.amp in ("auto", "on")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    lw = LossWeights(lambda_la=cfg.lambda_la, lambda_scar=cfg.lambda_scar, lambda_m1=cfg.lambda_m1,
+                     lambda_m2=cfg.lambda_m2, growth=cfg.lambda_growth, growth_every=cfg.lambda_growth_every,
+                     growth_cap=cfg.lambda_growth_cap, boundary_thickness_mm=cfg.boundary_mm)
+    aug = Augmentation(flip_p=cfg.flip_p, rotate_p=cfg.rotate_p, rotate_deg=cfg.rotate_deg,
+                       intensity_p=cfg.intensity_p, bias_p=cfg.bias_p, noise_p=cfg.noise_p)
+
+    start_it, best, elapsed0 = 0, -math.inf, 0.0
+    if resume:
+        if not last.exists():
+            raise InputError(f"{out}: nothing to resume (no last.pt)")
+        ckpt = load_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start_it, best, elapsed0 = int(ckpt["iteration"]), float(ckpt["best_score"]), float(ckpt["elapsed_s"])
+        if dist.rank < len(ckpt.get("rng", [])):
+            _set_rng_state(rng, ckpt["rng"][dist.rank])
+        say(f"resumed {out} at iteration {start_it} (best validation score {best:.4f})")
+
+    ddp_model = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = DDP(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
+
+    csv_path = out / "metrics.csv"
+    if dist.main:
+        (out / "config.json").write_text(json.dumps(
+            {**cfg.as_dict(), "departures_from_paper": departures(cfg.recipe)}, indent=2, default=str))
+        (out / "split.json").write_text(json.dumps(split.as_dict(), indent=2))
+        if not csv_path.exists():
+            with csv_path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(CSV_FIELDS)
+
+    def write_row(row: dict[str, Any]) -> None:
+        if dist.main:
+            with csv_path.open("a", newline="") as fh:
+                csv.DictWriter(fh, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+    def save(path: Path, iteration: int, elapsed: float) -> None:
+        rngs = [_rng_state(rng)]
+        _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "iteration": iteration, "best_score": best,
+                            "elapsed_s": elapsed, "config": cfg.as_dict(), "model_config": mcfg.as_dict(),
+                            "variant": variant.name, "rng": rngs}, path)
+
+    say(f"training {variant.name} ({cfg.recipe}) on {device}, {dist.world} process(es), "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, iterations {start_it}..{cfg.iterations}")
+    model.train()
+    t_start = time.perf_counter()
+    t_log, it_log = t_start, start_it
+    acc: dict[str, list[float]] = {}
+    it = start_it
+    end = cfg.iterations if stop_after is None else min(cfg.iterations, start_it + stop_after)
+    time_limit = cfg.time_limit_min * 60 if cfg.time_limit_min else None
+    stopped_early = False
+    while it < end:
+        batch_np = sample_batch(cases, weights, cfg.batch_size, cfg.patch_zyx, rng, cfg.la_focus)
+        batch = augment(torch.from_numpy(batch_np), aug, gen, cases[0].spacing_zyx).to(device)
+        x, targets = batch_to_inputs(batch, cases[0].spacing_zyx)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast("cuda", enabled=use_amp):
+            outputs = ddp_model(x)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        loss, terms = total_loss(outputs, targets, variant, lw, it)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss at iteration {it}: {terms}")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        it += 1
+        for k, v in terms.items():
+            acc.setdefault(k, []).append(float(v))
+        acc.setdefault("loss", []).append(float(loss.detach()))
+        elapsed = elapsed0 + time.perf_counter() - t_start
+        if it % cfg.log_every == 0 or it == end:
+            now = time.perf_counter()
+            rate = (it - it_log) / max(now - t_log, 1e-9)
+            t_log, it_log = now, it
+            remaining = end - it
+            eta = remaining / rate if rate > 0 else float("inf")
+            if time_limit:
+                eta = min(eta, max(0.0, time_limit - elapsed))
+            row = {"kind": "train", "iteration": it, "seconds": round(elapsed, 1), "lr": opt.param_groups[0]["lr"],
+                   "it_per_s": round(rate, 4), **{k: round(float(np.mean(v)), 6) for k, v in acc.items()}}
+            write_row(row)
+            say(f"it {it}/{end}  loss {row['loss']:.4f}  {rate:.2f} it/s  ETA {eta / 60:.1f} min  "
+                + "  ".join(f"{k} {row[k]:.4g}" for k in terms))
+            acc = {}
+        time_up = time_limit is not None and elapsed >= time_limit
+        if dist.main and (it % cfg.val_every == 0 or it == end or time_up):
+            vm = validate(model, cfg, val_cases, device, mcfg.divisor)
+            write_row({"kind": "val", "iteration": it, "seconds": round(elapsed, 1), **vm})
+            say(f"validation at {it}: " + ", ".join(f"{k} {v:.4f}" for k, v in vm.items()))
+            if vm["val_score"] > best:
+                best = vm["val_score"]
+                save(out / "best.pt", it, elapsed)
+                say(f"new best {best:.4f} -> {out / 'best.pt'}")
+        if dist.main and (it % cfg.checkpoint_every == 0 or it == end or time_up):
+            save(last, it, elapsed)
+            _plot_curves(csv_path, out / "curves.png")
+        if dist.world > 1:
+            import torch.distributed as tdist
+
+            flag = torch.tensor([1.0 if time_up else 0.0])
+            tdist.broadcast(flag, 0)
+            time_up = bool(flag.item())
+        if time_up:
+            say(f"time limit {cfg.time_limit_min} min reached at iteration {it}")
+            stopped_early = True
+            break
+    elapsed = elapsed0 + time.perf_counter() - t_start
+    summary = {"iterations": it, "best_score": best, "elapsed_s": round(elapsed, 1),
+               "it_per_s": round((it - start_it) / max(time.perf_counter() - t_start, 1e-9), 4),
+               "stopped_by_time_limit": stopped_early, "device": device, "world_size": dist.world}
+    if dist.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,78 @@
+"""Sliding-window inference: coverage, blending, agreement with a single pass, cancellation."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from LAScarSegLib.errors import Cancelled
+from LAScarSegLib.inference import gaussian_importance, sliding_window, window_starts
+
+
+def test_window_starts_cover_the_axis() -> None:
+    for size, window, overlap in [(100, 32, 0.5), (33, 32, 0.25), (32, 32, 0.5), (20, 32, 0.5), (257, 64, 0.5)]:
+        starts = window_starts(size, window, overlap)
+        covered = np.zeros(max(size, window), bool)
+        for s in starts:
+            covered[s : s + window] = True
+        assert covered[:size].all()
+        assert starts[0] == 0 and (size <= window or starts[-1] == size - window)
+
+
+def test_gaussian_importance_peaks_in_the_centre() -> None:
+    w = gaussian_importance((8, 16, 16))
+    assert w.shape == (8, 16, 16) and w.min() > 0 and w.max() == pytest.approx(1.0)
+    assert w[4, 8, 8] > w[0, 0, 0]
+
+
+def pointwise(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"la": 3 * x - 1, "scar": torch.cat([x, -x], 1)}
+
+
+def test_windowed_equals_single_pass_for_a_pointwise_model() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(37, 50, 45)).astype(np.float32)
+    single = sliding_window(pointwise, img, (48, 64, 64), divisor=8)
+    windowed = sliding_window(pointwise, img, (16, 16, 16), divisor=8, overlap=0.5)
+    assert single["la"].shape == (1, 37, 50, 45) and single["scar"].shape == (2, 37, 50, 45)
+    np.testing.assert_allclose(windowed["la"], single["la"], atol=1e-5)
+    np.testing.assert_allclose(single["la"][0], 1 / (1 + np.exp(-(3 * img - 1))), atol=1e-5)
+
+
+def test_windowed_and_single_pass_agree_for_a_unet() -> None:
+    from LAScarSegLib.network import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(levels=3, base_channels=4)).eval()
+    z, y, x = np.indices((24, 48, 48))
+    img = (((z - 12) ** 2 + (y - 24) ** 2 + (x - 20) ** 2) < 100).astype(np.float32) * 2 - 1
+    single = sliding_window(model, img, (24, 48, 48), divisor=4)
+    windowed = sliding_window(model, img, (24, 32, 32), divisor=4, overlap=0.5)
+    diff = np.abs(single["la"] - windowed["la"])
+    assert np.median(diff) < 1e-3 and diff.max() < 0.1  # only window borders differ, and only a little
+
+
+def test_cancel_stops_between_windows() -> None:
+    cancel = threading.Event()
+    calls = []
+
+    def predict(x):
+        calls.append(1)
+        if len(calls) == 2:
+            cancel.set()
+        return pointwise(x)
+
+    with pytest.raises(Cancelled):
+        sliding_window(predict, np.zeros((32, 64, 64), np.float32) + np.arange(64, dtype=np.float32),
+                       (16, 16, 16), divisor=8, cancel=cancel)
+    assert len(calls) == 2
+
+
+def test_progress_reaches_one() -> None:
+    seen = []
+    sliding_window(pointwise, np.random.rand(20, 20, 20).astype(np.float32), (16, 16, 16), divisor=8,
+                   progress=lambda f, m: seen.append(f))
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)

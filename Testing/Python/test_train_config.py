@@ -1,0 +1,63 @@
+"""Recipes, config files and overrides of the trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from LAScarSegLib.errors import InputError
+from LAScarSegLib.train_config import CPU_DEFAULT, TrainConfig, departures, make_config
+
+
+def test_paper_recipe_is_the_paper() -> None:
+    cfg = make_config("paper")
+    assert (cfg.optimizer, cfg.momentum, cfg.weight_decay, cfg.lr) == ("sgd", 0.9, 1e-4, 1e-3)
+    assert (cfg.lr_step_every, cfg.lr_gamma) == (4000, 0.1)
+    assert (cfg.lambda_la, cfg.lambda_scar, cfg.lambda_m1, cfg.lambda_m2) == (0.01, 10.0, 0.01, 0.001)
+    assert (cfg.lambda_growth, cfg.lambda_growth_every, cfg.lambda_growth_cap) == (1.1, 200, None)
+    assert cfg.beta == 1.0 and cfg.patch_size == [208, 208, 80] and cfg.spacing_mm == [1.0, 1.0, 1.0]
+    assert cfg.variant == "mtl-sesa" and departures("paper") == {}
+
+
+def test_cpu_default_departures_are_named_values() -> None:
+    cfg = make_config("cpu-default")
+    d = departures("cpu-default")
+    assert {"optimizer", "patch_size", "spacing_mm", "lambda_growth_cap", "levels"} <= set(d)
+    for key, info in d.items():
+        assert getattr(cfg, key) == info["value"] != info["paper"]
+        assert info["why"]
+    # every departure is a real config field
+    assert set(CPU_DEFAULT) <= set(TrainConfig.__dataclass_fields__)
+
+
+def test_file_then_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"batch_size": 4, "lr": 0.01}))
+    cfg = make_config("cpu-default", f, ["lr=0.002", "variant=mtl-se", "patch_size=[32,32,32]", "lambda_growth_cap=null"])
+    assert cfg.batch_size == 4 and cfg.lr == 0.002 and cfg.variant == "mtl-se"
+    assert cfg.patch_size == [32, 32, 32] and cfg.lambda_growth_cap is None
+    y = tmp_path / "c.yaml"
+    y.write_text("recipe: paper\nbatch_size: 3\n")
+    assert make_config("cpu-default", y).recipe == "paper"
+
+
+def test_bad_configs_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"unknown config key\(s\) \['learning_rate'\]"):
+        make_config("cpu-default", overrides=["learning_rate=0.1"])
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps({"optimiser": "sgd"}))
+    with pytest.raises(InputError, match=r"bad\.json: unknown config key\(s\) \['optimiser'\]"):
+        make_config("cpu-default", f)
+    with pytest.raises(InputError, match="unknown variant 'unet-xyz'"):
+        make_config("cpu-default", overrides=["variant=unet-xyz"])
+    with pytest.raises(InputError, match="unknown recipe"):
+        make_config("gpu-fast")
+    with pytest.raises(InputError, match="divisible by 8"):
+        make_config("cpu-default", overrides=["patch_size=[60,64,48]"])
+    with pytest.raises(InputError, match="key=value"):
+        make_config("cpu-default", overrides=["lr"])
+    (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(InputError, match="cannot parse config"):
+        make_config("cpu-default", tmp_path / "broken.yaml")
