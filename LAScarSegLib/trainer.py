@@ -279,6 +279,19 @@ def load_matching(model, state: dict[str, Any], log: Log) -> None:
         + (f" (e.g. {skipped[:3]})" if skipped else ""))
 
 
+def average_buffers(model, world: int) -> None:
+    """Make BatchNorm running statistics identical on every rank (mean over ranks)."""
+    import torch
+    import torch.distributed as tdist
+
+    for buf in model.buffers():
+        if torch.is_floating_point(buf):
+            tdist.all_reduce(buf, op=tdist.ReduceOp.SUM)
+            buf.div_(world)
+        else:  # num_batches_tracked: identical by construction, keep rank 0's
+            tdist.broadcast(buf, 0)
+
+
 # ----------------------------------------------------------------------------------------- train
 def _plot_curves(csv_path: Path, png_path: Path) -> None:
     import matplotlib
@@ -403,7 +416,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp_model = DDP(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
+        if device.startswith("cuda"):  # global batch statistics (SyncBatchNorm needs CUDA)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # buffers are averaged after each step instead of broadcast from rank 0 (works on gloo too)
+        ddp_model = DDP(model, device_ids=[dist.local_rank] if device.startswith("cuda") else None,
+                        broadcast_buffers=False)
 
     csv_path = out / "metrics.csv"
     if dist.main:
@@ -453,6 +470,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if dist.world > 1:
+            average_buffers(model, dist.world)
         it += 1
         for k, v in terms.items():
             acc.setdefault(k, []).append(float(v))
