@@ -379,7 +379,7 @@ def test_phantom_batch_m1_m2_and_sa_gradient_reach_the_scar_decoder() -> None:
     assert 0 < float(batch["la"].mean()) < 1 and float(batch["scar"].sum()) > 0
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(levels=4, base_channels=4))
+    model = build_model(ModelConfig(levels=4, base_channels=2))
     out = model(_t(img))
     # a realistic LA prediction: the truth shifted by 2 voxels along x (LA decoder logits added
     # with a small weight so that the LA output stays attached to the network)
