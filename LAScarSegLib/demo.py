@@ -113,12 +113,14 @@ def preview_png(ph, path: Path) -> None:
         ax.imshow(img, cmap="gray", extent=extent, vmin=np.percentile(img, 1), vmax=np.percentile(img, 99.5))
         ax.set_xlabel("mm")
     axes[0].set_title(f"synthetic LGE phantom, slice {z}")
-    for arr, colour, label in ((ph.la.array[z], "deepskyblue", "LA"), (ph.wall.array[z], "yellow", "wall"),
-                               (ph.scar.array[z], "red", "scar")):
+    # wall first: its inner edge is the LA's edge, which is drawn over it, dashed
+    for arr, colour, label, style in ((ph.wall.array[z], "yellow", "wall", "solid"),
+                                      (ph.scar.array[z], "red", "scar", "solid"),
+                                      (ph.la.array[z], "deepskyblue", "LA", "dashed")):
         if arr.any():
-            axes[1].contour(arr, levels=[0.5], colors=[colour], linewidths=1.0,
+            axes[1].contour(arr, levels=[0.5], colors=[colour], linewidths=1.2, linestyles=style,
                             extent=(0, img.shape[1] * sx, 0, img.shape[0] * sy), origin="upper")
-            axes[1].plot([], [], color=colour, label=label)
+            axes[1].plot([], [], color=colour, label=label, linestyle=style)
     axes[1].legend(loc="lower right", fontsize=8)
     axes[1].set_title("ground truth (synthetic)")
     fig.tight_layout()

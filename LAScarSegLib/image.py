@@ -303,8 +303,20 @@ def resample(
 
 
 def resample_mask(mask: Volume, target: Geometry) -> Volume:
-    """Resample a 0/1 mask by linear interpolation of its indicator, then > 0.5 (uint8)."""
-    prob = resample(mask.with_array(mask.array.astype(np.float32)), target, interpolation="linear")
+    """Resample a 0/1 mask by linear interpolation of its indicator, then > 0.5 (uint8).
+
+    Along axes where the target is finer than the source, the indicator is first blurred by half a
+    source voxel: linear interpolation of a staircase then > 0.5 cuts convex corners and thins
+    small vessels (about -2.5 % LA volume from 1.25 mm back to 0.625 mm; -1 % with the blur).
+    """
+    from scipy import ndimage
+
+    indicator = mask.array.astype(np.float32)
+    target_zyx = target.spacing_zyx
+    sigma = [0.5 if s > t * 1.01 else 0.0 for s, t in zip(mask.spacing_zyx, target_zyx)]
+    if any(sigma):
+        indicator = ndimage.gaussian_filter(indicator, sigma, mode="nearest")
+    prob = resample(mask.with_array(indicator), target, interpolation="linear")
     return prob.with_array((prob.array > 0.5).astype(np.uint8))
 
 
