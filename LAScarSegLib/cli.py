@@ -89,7 +89,6 @@ def _add_export(sub) -> argparse.ArgumentParser:
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--card-extra", default=None, help="JSON file merged into the card (training_data, validation, ...)")
     p.add_argument("--register", action="store_true", help="add the file to the models.json beside it")
-    p.add_argument("--no-freeze", action="store_true", help="keep BatchNorm separate (no torch.jit.freeze)")
     return p
 
 
@@ -104,7 +103,7 @@ def _run_export(args) -> int:
         extra = json.loads(Path(args.card_extra).read_text())
     path = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version,
                              training_data=extra.pop("training_data", None),
-                             validation=extra.pop("validation", None), extra=extra, freeze=not args.no_freeze)
+                             validation=extra.pop("validation", None), extra=extra)
     print(f"wrote {path}")
     if args.register:
         entry = register(path, Path(path).parent / "models.json")

@@ -67,10 +67,13 @@ def make_card(*, name: str, version: str, variant: str, config: dict[str, Any], 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, name: str, version: str,
                       training_data: list[dict[str, Any]] | None = None,
-                      validation: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                      freeze: bool = True) -> Path:
-    """Script (and freeze: BatchNorm folded) the checkpoint's network and save it with its card."""
-    from .network import ModelConfig, build_model, freeze_for_inference, save_scripted, script_model
+                      validation: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Script the checkpoint's network and save it with its card.
+
+    The file keeps the weights as parameters (not frozen), so `train --init-from` can fine-tune from
+    it; the pipeline freezes it after loading (BatchNorm folded, `network.freeze_for_inference`).
+    """
+    from .network import ModelConfig, build_model, save_scripted, script_model
     from .trainer import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -78,7 +81,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     model = build_model(mcfg)
     model.load_state_dict(ckpt["model"])
     model.eval()
-    scripted = freeze_for_inference(model) if freeze else script_model(model)
+    scripted = script_model(model)
     card = make_card(name=name, version=version, variant=ckpt["variant"], config=ckpt["config"],
                      model_config=mcfg.as_dict(), training_data=training_data or [],
                      validation=validation or {}, extra={"trained_iterations": int(ckpt["iteration"]), **(extra or {})})

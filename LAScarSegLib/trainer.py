@@ -334,11 +334,12 @@ CSV_FIELDS = ["kind", "iteration", "seconds", "lr", "loss", "bce_la", "se_la", "
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
           init_from: str | os.PathLike | None = None, log: Log | None = None,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Train `cfg` into `out_dir`; returns a summary (best score, iterations, rate).
+          stop_after: int | None = None, return_model: bool = False):
+    """Train `cfg` into `out_dir`; returns a summary (best score, iterations, rate, case ids).
 
     `resume` continues from `out_dir/last.pt`; `init_from` fine-tunes from a checkpoint or an
-    exported model. `stop_after` ends the run after that many iterations in this call (tests).
+    exported model. `stop_after` ends the run after that many iterations in this call;
+    `return_model` returns (summary, model) so a caller can inspect this rank's weights.
     """
     import torch
 
@@ -516,7 +517,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     elapsed = elapsed0 + time.perf_counter() - t_start
     summary = {"iterations": it, "best_score": best, "elapsed_s": round(elapsed, 1),
                "it_per_s": round((it - start_it) / max(time.perf_counter() - t_start, 1e-9), 4),
-               "stopped_by_time_limit": stopped_early, "device": device, "world_size": dist.world}
+               "stopped_by_time_limit": stopped_early, "device": device, "world_size": dist.world,
+               "rank": dist.rank, "train_case_ids": [c.id for c in cases]}
     if dist.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return (summary, model) if return_model else summary

@@ -1,0 +1,126 @@
+"""The trainer end to end on tiny phantom runs: outputs, resume, fine-tuning, export, distributed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from LAScarSegLib.errors import InputError, ModelError
+from LAScarSegLib.train_config import make_config
+from LAScarSegLib.trainer import initial_weights, load_checkpoint, train
+
+HERE = Path(__file__).resolve().parent
+TINY = ["data=[]", "phantoms=2", "val_phantoms=1", "val_cases=0", "patch_size=[32,32,32]", "levels=3",
+        "base_channels=4", "batch_size=2", "threads=2", "log_every=2", "time_limit_min=null"]
+
+
+def tiny(**kw) -> list[str]:
+    return TINY + [f"{k}={json.dumps(v)}" for k, v in kw.items()]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cfg = make_config("cpu-default", overrides=tiny(iterations=4, val_every=2, checkpoint_every=2))
+    summary = train(cfg, out, log=lambda m: None)
+    assert summary["iterations"] == 4
+    return out
+
+
+def test_run_folder_holds_checkpoints_metrics_and_curves(first_run: Path) -> None:
+    for name in ("config.json", "split.json", "last.pt", "best.pt", "metrics.csv", "curves.png", "summary.json"):
+        assert (first_run / name).is_file(), name
+    rows = list(csv.DictReader((first_run / "metrics.csv").open()))
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    val_rows = [r for r in rows if r["kind"] == "val"]
+    assert [int(r["iteration"]) for r in train_rows] == [2, 4]
+    assert all(float(r["it_per_s"]) > 0 for r in train_rows)
+    assert [int(r["iteration"]) for r in val_rows] == [2, 4] and 0 <= float(val_rows[-1]["val_la_dice"]) <= 1
+    ckpt = load_checkpoint(first_run / "last.pt")  # weights_only=True inside
+    assert ckpt["iteration"] == 4 and ckpt["variant"] == "mtl-sesa"
+    split = json.loads((first_run / "split.json").read_text())
+    assert not set(split["train_phantoms"]) & set(split["val_phantoms"])
+    config = json.loads((first_run / "config.json").read_text())
+    assert "optimizer" in config["departures_from_paper"]
+
+
+def test_resume_continues_and_existing_run_is_refused(first_run: Path, tmp_path: Path) -> None:
+    cfg = make_config("cpu-default", overrides=tiny(iterations=6, val_every=100, checkpoint_every=2))
+    with pytest.raises(InputError, match="holds a run already"):
+        train(cfg, first_run, log=lambda m: None)
+    run = tmp_path / "copy"
+    run.mkdir()
+    for name in ("last.pt", "metrics.csv"):
+        (run / name).write_bytes((first_run / name).read_bytes())
+    logs: list[str] = []
+    summary = train(cfg, run, resume=True, log=logs.append)
+    assert summary["iterations"] == 6 and any("resumed" in m and "iteration 4" in m for m in logs)
+    assert load_checkpoint(run / "last.pt")["iteration"] == 6
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(cfg, tmp_path / "empty", resume=True, log=lambda m: None)
+
+
+def test_fine_tune_from_an_exported_model(first_run: Path, tmp_path: Path) -> None:
+    from LAScarSegLib.export import export_checkpoint
+    from LAScarSegLib.network import load_scripted
+
+    model_file = export_checkpoint(first_run / "best.pt", tmp_path / "m.pt", name="tiny", version="0")
+    _module, card = load_scripted(model_file)
+    assert card["variant"] == "mtl-sesa" and card["divisor"] == 4 and card["spacing_mm"] == [1.25] * 3
+    weights = initial_weights(model_file)
+    ckpt_weights = load_checkpoint(first_run / "best.pt")["model"]
+    assert set(weights) == set(ckpt_weights)
+    assert all(torch.equal(weights[k], ckpt_weights[k]) for k in ckpt_weights)
+    cfg = make_config("cpu-default", overrides=tiny(iterations=1, val_every=100))
+    logs: list[str] = []
+    train(cfg, tmp_path / "ft", init_from=model_file, log=logs.append)
+    assert any("initialised" in m for m in logs)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(100))
+    with pytest.raises((InputError, ModelError), match="junk.pt"):
+        initial_weights(junk)
+
+
+def test_lascarseg_train_cli_reports_bad_config(tmp_path: Path) -> None:
+    from LAScarSegLib.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "r"), "learning_rate=1"]) == 2
+    assert main(["train", "--out", str(tmp_path / "r"), "--variant", "nope"]) == 2
+    assert main(["train", "--out", str(tmp_path / "r"), "data=[{\"root\": \"" + str(tmp_path) + "\"}]"]) == 2
+    assert main(["train", "--out", str(tmp_path / "r"), "--print-config"]) == 0
+
+
+@pytest.mark.slow
+def test_distributed_training_two_cpu_processes(tmp_path: Path) -> None:
+    """torchrun with gloo: 3 steps on different shards; weights change and agree, BatchNorm too."""
+    from LAScarSegLib.network import ModelConfig, build_model
+
+    torch.manual_seed(123)
+    init = build_model(ModelConfig(levels=3, base_channels=4)).state_dict()
+    init_file = tmp_path / "init.pt"
+    torch.save({"model": init, "config": {}}, init_file)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(HERE / "ddp_worker.py"), str(out), str(init_file),
+           *tiny(iterations=3, val_every=100, checkpoint_every=100, phantoms=4, threads=1)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s0, s1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert s0["world_size"] == s1["world_size"] == 2 and s0["iterations"] == s1["iterations"] == 3
+    assert s0["train_case_ids"] and s1["train_case_ids"] and not set(s0["train_case_ids"]) & set(s1["train_case_ids"])
+    w0, w1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    params = [k for k in init if "running" not in k and "num_batches" not in k]
+    buffers = [k for k in init if "running" in k]
+    assert buffers
+    assert any(not torch.equal(w0[k], init[k]) for k in params), "parameters did not change"
+    assert any(not torch.equal(w0[k], init[k]) for k in buffers), "BatchNorm statistics did not change"
+    for k in init:
+        assert torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6), f"{k} differs between ranks"
