@@ -111,6 +111,42 @@ def _run_export(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("evaluate", help="evaluate a model on held-out real LA labels and fresh phantoms")
+    p.add_argument("--model", default=None, help="registered model name or .pt file (default: the registry's default)")
+    p.add_argument("--data", default=None, help="a data folder with LA labels (any reader layout)")
+    p.add_argument("--ids-from", default=None, help="a training run's split.json: evaluate its validation cases")
+    p.add_argument("--ids", nargs="*", default=None, help="case ids to evaluate (default: all)")
+    p.add_argument("--phantoms", type=int, default=0, help="number of fresh phantoms (seeds from 30000)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    add_threads_option(p)
+    return p
+
+
+def _run_evaluate(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .evaluate import ids_from_split, run_evaluation
+    from .outputs import write_json
+    from .trainer import TEST_PHANTOM_SEED0
+
+    ids = args.ids or (ids_from_split(args.ids_from) if args.ids_from else None)
+    if not args.data and not args.phantoms:
+        raise InputError("nothing to evaluate: give --data and/or --phantoms N")
+    seeds = [TEST_PHANTOM_SEED0 + k for k in range(args.phantoms)]
+    result = run_evaluation(args.model, real_root=args.data, ids=ids, phantom_seeds=seeds, device=args.device)
+    for part in ("real", "phantoms"):
+        if part in result:
+            print(f"{part}: " + json.dumps(result[part]["summary"]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(result, args.out)
+    return EXIT_OK
+
+
 def _commands() -> list[tuple[str, Callable, Callable]]:
     """(name, add_parser, run) of every subcommand; heavy modules are imported when a command runs."""
     from . import demo, phantom
@@ -120,6 +156,7 @@ def _commands() -> list[tuple[str, Callable, Callable]]:
         ("phantom", phantom.add_parser, phantom.run),
         ("train", _add_train, _run_train),
         ("export", _add_export, _run_export),
+        ("evaluate", _add_evaluate, _run_evaluate),
     ]
 
 

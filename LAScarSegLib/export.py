@@ -148,3 +148,21 @@ def load_model(name_or_path: str | os.PathLike | None = None, registry: str | os
                          "the file is corrupt or was replaced")
     module, card = load_scripted(path, map_location=map_location)
     return module, card, digest
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """A human-readable model card from the embedded JSON card (kept beside the model file)."""
+    lines = [f"# {card['name']} {card['version']}", "", f"**Intended use.** {card['intended_use']}", "",
+             f"- Variant: `{card['variant']}`; created {card['created']} with torch {card['torch_version']}",
+             f"- Input: z-scored over the volume (`{card['normalisation']}`), resampled to "
+             f"{card['spacing_mm']} mm (x, y, z); windows {card['patch_size']} voxels, sizes divisible by {card['divisor']}",
+             f"- Wall band: {card['wall_band_mm']} mm outside the LA", "", "## Outputs", ""]
+    lines += [f"- {o}" for o in card["outputs"]]
+    lines += ["", "## Training data", ""]
+    for d in card.get("training_data", []):
+        lines.append(f"- {d.get('source')}: {d.get('cases')} cases, labels {d.get('labels')}; {d.get('provenance')}")
+    lines += ["", "## Validation", "", "```", json.dumps(card.get("validation", {}), indent=2), "```"]
+    extra = {k: v for k, v in card.items() if k in ("training", "trained_iterations")}
+    if extra:
+        lines += ["", "## Training run", "", "```", json.dumps(extra, indent=2, default=str), "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,137 @@
+"""Run a LAScarSeg model on an image: probabilities on the input grid, then the LA and scar masks.
+
+The model card is authoritative (CONTRACTS section 3): spacing, window, divisor, normalisation and
+wall band all come from it. Device "auto" takes CUDA when present and falls back to the CPU,
+also when CUDA runs out of memory, and says so in the warnings.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from scipy import ndimage
+
+from .distance import wall_band
+from .errors import InputError, ModelError
+from .image import Volume, grid_for_spacing, normalise, resample
+from .inference import sliding_window
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class LoadedModel:
+    module: Any  # a frozen TorchScript module
+    card: dict[str, Any]
+    sha256: str
+    device: str
+
+    @property
+    def heads(self) -> set[str]:
+        return set(self.card.get("architecture", {}).get("heads", ()))
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'")
+    if requested not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {requested!r}; use auto, cuda or cpu")
+    return requested
+
+
+def load_for_inference(model: str | None = None, device: str = "auto") -> LoadedModel:
+    """Load a registered model (by name; default: the registry's default) or a .pt path, frozen."""
+    from .export import load_model
+    from .network import freeze_for_inference
+
+    dev = pick_device(device)
+    module, card, sha = load_model(model, map_location="cpu")
+    return LoadedModel(freeze_for_inference(module).to(dev), card, sha, dev)
+
+
+def require_heads(loaded: LoadedModel, needed: set[str]) -> None:
+    missing = sorted(needed - loaded.heads)
+    if missing:
+        raise ModelError(f"model {loaded.card.get('name')} lacks the output(s) {missing} this job needs")
+
+
+@dataclass
+class Prediction:
+    """Probabilities on the input grid (float32 0..1), each a Volume with the image's geometry."""
+
+    la: Volume | None = None
+    p_normal: Volume | None = None
+    p_scar: Volume | None = None
+    device: str = "cpu"
+    warnings: list[str] = field(default_factory=list)
+
+
+def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None = None,
+            cancel: threading.Event | None = None) -> Prediction:
+    """Sliding-window inference over the whole field of view (no label is used to find the LA)."""
+    import torch
+
+    card = loaded.card
+    grid = grid_for_spacing(image.geometry, card["spacing_mm"])
+    img = normalise(resample(image, grid, interpolation="linear"), card["normalisation"])
+    window = tuple(int(p) for p in reversed(card["patch_size"]))
+    warnings: list[str] = []
+    device = loaded.device
+    try:
+        probs = sliding_window(loaded.module, img.array, window, int(card["divisor"]), device=device,
+                               progress=progress, cancel=cancel)
+    except torch.cuda.OutOfMemoryError:
+        if device == "cpu":
+            raise
+        torch.cuda.empty_cache()
+        warnings.append("CUDA ran out of memory; the model ran on the CPU instead")
+        loaded.module = loaded.module.to("cpu")
+        loaded.device = device = "cpu"
+        probs = sliding_window(loaded.module, img.array, window, int(card["divisor"]), device="cpu",
+                               progress=progress, cancel=cancel)
+    out = Prediction(device=device, warnings=warnings)
+
+    def back(arr: np.ndarray) -> Volume:
+        v = resample(img.with_array(arr.astype(np.float32)), image.geometry, interpolation="linear")
+        return v.with_array(np.clip(v.array, 0.0, 1.0).astype(np.float32))
+
+    if "la" in probs:
+        out.la = back(probs["la"][0])
+    if "scar" in probs:
+        out.p_normal, out.p_scar = back(probs["scar"][0]), back(probs["scar"][1])
+    return out
+
+
+def la_mask(prob: Volume, keep_largest: bool = True) -> tuple[Volume, int]:
+    """LA mask = probability > 0.5; with `keep_largest` only the largest 26-connected component stays.
+
+    Returns the mask and the number of components removed. An empty result is an `InputError`.
+    """
+    mask = prob.array > 0.5
+    removed = 0
+    if keep_largest and mask.any():
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        if n > 1:
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            mask = labels == int(sizes.argmax())
+            removed = n - 1
+    if not mask.any():
+        raise InputError(f"{prob.source or 'image'}: no left atrium found (no voxel with LA probability > 0.5)")
+    return prob.with_array(mask.astype(np.uint8)), removed
+
+
+def scar_mask(pred: Prediction, la: Volume, wall_band_mm: float) -> tuple[Volume, Volume]:
+    """Scar = wall band of the predicted LA where p_scar > p_normal; returns (scar, wall band)."""
+    if pred.p_scar is None or pred.p_normal is None:
+        raise ModelError("the model has no scar output")
+    band = wall_band(la, wall_band_mm)
+    scar = band.array.astype(bool) & (pred.p_scar.array > pred.p_normal.array)
+    return la.with_array(scar.astype(np.uint8)), band
