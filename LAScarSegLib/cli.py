@@ -149,7 +149,7 @@ def _run_evaluate(args) -> int:
 
 def _commands() -> list[tuple[str, Callable, Callable]]:
     """(name, add_parser, run) of every subcommand; heavy modules are imported when a command runs."""
-    from . import demo, phantom
+    from . import bench, demo, phantom
 
     return [
         ("demo", demo.add_parser, demo.run),
@@ -157,6 +157,7 @@ def _commands() -> list[tuple[str, Callable, Callable]]:
         ("train", _add_train, _run_train),
         ("export", _add_export, _run_export),
         ("evaluate", _add_evaluate, _run_evaluate),
+        ("bench", bench.add_parser, bench.run),
     ]
 
 
