@@ -1,0 +1,108 @@
+"""Card-driven prediction with a real exported TorchScript model, masks, and evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from LAScarSegLib.errors import InputError, ModelError
+from LAScarSegLib.export import card_markdown, export_checkpoint, load_model, register
+from LAScarSegLib.image import Geometry, Volume
+from LAScarSegLib.network import ModelConfig, build_model
+from LAScarSegLib.predict import LoadedModel, la_mask, load_for_inference, predict, require_heads, scar_mask
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real exported model file (untrained weights; the card is what matters here)."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    mcfg = ModelConfig(levels=3, base_channels=4)
+    ckpt = {"model": build_model(mcfg).state_dict(), "model_config": mcfg.as_dict(), "variant": "mtl-sesa",
+            "iteration": 0, "config": {"spacing_mm": [1.25, 1.25, 1.25], "patch_size": [32, 32, 32], "wall_band_mm": 3.0}}
+    torch.save(ckpt, folder / "ckpt.pt")
+    path = export_checkpoint(folder / "ckpt.pt", folder / "tiny.pt", name="tiny", version="0.0.1",
+                             training_data=[{"source": "none", "cases": 0, "labels": [], "provenance": "untrained"}])
+    register(path, folder / "models.json")
+    return path
+
+
+def test_registry_checks_sha256(tiny_model: Path, tmp_path: Path) -> None:
+    reg = tiny_model.parent / "models.json"
+    module, card, sha = load_model("tiny", reg)
+    assert card["name"] == "tiny" and len(sha) == 64
+    entry = json.loads(reg.read_text())["models"][0]
+    assert entry["size_bytes"] == tiny_model.stat().st_size and entry["card"]["divisor"] == 4
+    assert "Research use only" in card_markdown(card)
+    bad = tmp_path / "reg"
+    bad.mkdir()
+    (bad / "tiny.pt").write_bytes(tiny_model.read_bytes()[:-10] + b"0123456789")
+    (bad / "models.json").write_text(reg.read_text())
+    with pytest.raises(ModelError, match="does not match the registry"):
+        load_model("tiny", bad / "models.json")
+    with pytest.raises(ModelError, match="no model named 'nope'"):
+        load_model("nope", reg)
+
+
+def test_predict_follows_the_card_and_returns_input_grid(tiny_model: Path) -> None:
+    loaded = load_for_inference(str(tiny_model), "cpu")
+    geom = Geometry((50, 44, 30), (0.7, 0.7, 1.5), (-12.0, 30.0, 4.0))
+    img = Volume(np.random.default_rng(0).normal(size=geom.shape).astype(np.float32), geom)
+    seen = []
+    pred = predict(loaded, img, progress=lambda f, m: seen.append(f))
+    assert seen and seen[-1] == pytest.approx(1.0)
+    for v in (pred.la, pred.p_normal, pred.p_scar):
+        assert v.geometry == geom and v.array.dtype == np.float32 and 0 <= v.array.min() <= v.array.max() <= 1
+    require_heads(loaded, {"la", "scar"})
+    only_la = LoadedModel(loaded.module, dict(loaded.card, architecture={"heads": ["la"]}), loaded.sha256, "cpu")
+    with pytest.raises(ModelError, match=r"lacks the output\(s\) \['scar'\]"):
+        require_heads(only_la, {"la", "scar"})
+
+
+def test_la_mask_keeps_the_largest_component_and_scar_lies_in_the_band() -> None:
+    geom = Geometry((40, 40, 20), (1.0, 1.0, 2.0), (0, 0, 0))
+    prob = np.zeros(geom.shape, np.float32)
+    prob[5:15, 10:30, 10:30] = 0.9
+    prob[2:4, 2:4, 2:4] = 0.8  # a far island
+    mask, removed = la_mask(Volume(prob, geom))
+    assert removed == 1 and mask.array.sum() == 10 * 20 * 20
+    _, kept = la_mask(Volume(prob, geom), keep_largest=False)
+    assert kept == 0
+    with pytest.raises(InputError, match="no left atrium found"):
+        la_mask(Volume(np.zeros(geom.shape, np.float32), geom, "empty.nii.gz"))
+    from LAScarSegLib.predict import Prediction
+
+    p_scar = np.ones(geom.shape, np.float32)
+    p_normal = np.zeros(geom.shape, np.float32)
+    pred = Prediction(la=Volume(prob, geom), p_normal=Volume(p_normal, geom), p_scar=Volume(p_scar, geom))
+    scar, band = scar_mask(pred, mask, 3.0)
+    assert scar.array.any() and (scar.array <= band.array).all() and not (scar.array & mask.array).any()
+
+
+def test_cuda_out_of_memory_falls_back_to_cpu(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU here: the CUDA run is stood in for by a sliding window that runs out of memory."""
+    import LAScarSegLib.predict as predict_module
+
+    real = predict_module.sliding_window
+    devices: list[str] = []
+
+    def gpu_runs_out(*args, device="cpu", **kwargs):
+        devices.append(device)
+        if device == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(predict_module, "sliding_window", gpu_runs_out)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    loaded = load_for_inference(str(tiny_model), "cpu")
+    loaded.device = "cuda"
+    geom = Geometry((24, 24, 16), (1.25, 1.25, 1.25), (0, 0, 0))
+    img = Volume(np.random.default_rng(1).normal(size=geom.shape).astype(np.float32), geom)
+    pred = predict(loaded, img)
+    assert devices == ["cuda", "cpu"] and pred.device == "cpu" and loaded.device == "cpu"
+    assert any("out of memory" in w for w in pred.warnings)
+    assert pred.la.geometry == geom
