@@ -147,11 +147,71 @@ def _run_evaluate(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- segment, batch
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="registered model name or .pt file (default: the bundled model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--band", nargs=2, type=float, default=(-1.0, 3.0), metavar=("START_MM", "END_MM"),
+                   help="projection band along the surface normal (default -1 3)")
+    p.add_argument("--keep-all-components", action="store_true", help="keep every LA component (default: largest)")
+    p.add_argument("--baselines", nargs="*", default=None, metavar="METHOD",
+                   help="also run the classical baselines (all when no method is named)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds results")
+    add_threads_option(p)
+
+
+def _add_segment(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("segment", help="segment the LA and quantify its scar in one LGE image")
+    p.add_argument("image", help="LGE MRI: NIfTI, NRRD, MHA or a DICOM series folder")
+    p.add_argument("--out", required=True, help="output folder (written all or nothing)")
+    p.add_argument("--la-label", default=None, help="manual LA label: adds LA metrics to the report")
+    p.add_argument("--scar-label", default=None, help="manual scar label (0/1, or 421/422 wall labels): adds scar metrics")
+    _add_job_options(p)
+    return p
+
+
+def _job_kwargs(args) -> dict:
+    return {"model": args.model, "device": args.device, "band_mm": tuple(args.band),
+            "keep_largest": not args.keep_all_components, "baselines": args.baselines}
+
+
+def _run_segment(args) -> int:
+    from .pipeline import run_segment
+
+    result = run_segment(args.image, args.out, overwrite=args.overwrite, la_label=args.la_label,
+                         scar_label=args.scar_label, **_job_kwargs(args))
+    r = result.report
+    print(f"LA {r['la']['volume_ml']} mL; scar burden {r['scar']['burden_surface_pct']} % of the LA surface "
+          f"(Utah {r['scar']['utah_stage']}, DECAAF {r['scar']['decaaf_stage']}); wrote {args.out}")
+    for w in r["warnings"]:
+        print(f"warning: {w}")
+    return EXIT_OK
+
+
+def _add_batch(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("batch", help="segment every case of a folder; DIR/<case>/ plus DIR/summary.csv")
+    p.add_argument("folder", help="a folder of images, or of cases in a known data layout (labels then used)")
+    p.add_argument("--out", required=True)
+    _add_job_options(p)
+    return p
+
+
+def _run_batch(args) -> int:
+    from .batch import run_batch
+
+    summary = run_batch(args.folder, args.out, overwrite=args.overwrite, **_job_kwargs(args))
+    failed = [row for row in summary if row["status"] != "done"]
+    print(f"{len(summary) - len(failed)} of {len(summary)} cases done; summary in {args.out}/summary.csv")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def _commands() -> list[tuple[str, Callable, Callable]]:
     """(name, add_parser, run) of every subcommand; heavy modules are imported when a command runs."""
     from . import bench, demo, phantom
 
     return [
+        ("segment", _add_segment, _run_segment),
+        ("batch", _add_batch, _run_batch),
         ("demo", demo.add_parser, demo.run),
         ("phantom", phantom.add_parser, phantom.run),
         ("train", _add_train, _run_train),

@@ -1,0 +1,256 @@
+"""The segment-and-quantify job: one pipeline for the CLI, the Slicer logic and the tests.
+
+image -> model (sliding window over the whole field of view) -> LA mask (largest component) ->
+scar mask (wall band where p_scar > p_normal) -> LA surface mesh -> projection of the scar onto
+the surface -> burden, stages, warnings -> metrics against manual labels when given ->
+`report.json` and the files of CONTRACTS section 5, written all or nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import Cancelled, InputError
+from .export import INTENDED_USE
+from .image import Volume, label_onto_image_grid, read_image, read_label, write_volume
+from .outputs import atomic_output_dir, write_json
+
+ProgressFn = Callable[[float, str], None]
+
+#: How much of the progress bar each stage takes (inference dominates).
+_STAGES = {"load": (0.0, 0.05), "inference": (0.05, 0.80), "postprocess": (0.80, 0.84), "surface": (0.84, 0.88),
+           "projection": (0.88, 0.92), "metrics": (0.92, 0.97), "write": (0.97, 1.0)}
+
+
+@dataclass
+class PipelineResult:
+    image: Volume
+    la: Volume
+    wall: Volume
+    scar: Volume
+    scar_probability: Volume
+    mesh: Any  # vtkPolyData in LPS mm with ScarProbability and Scar point arrays
+    report: dict[str, Any]
+    labels: dict[str, Volume] = field(default_factory=dict)  # manual labels on the image grid
+
+
+class _Stages:
+    """Times the stages, forwards progress, and checks the cancel event between and within them."""
+
+    def __init__(self, progress: ProgressFn | None, cancel: threading.Event | None):
+        self.progress, self.cancel = progress, cancel
+        self.timings: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancelled by the user")
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.check()
+        lo, hi = _STAGES[name]
+        if self.progress:
+            self.progress(lo, name)
+        t = time.perf_counter()
+        out = fn()
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 3)
+        if self.progress:
+            self.progress(hi, name)
+        return out
+
+    def sub_progress(self, name: str) -> ProgressFn:
+        lo, hi = _STAGES[name]
+        return lambda f, msg: self.progress(lo + (hi - lo) * f, f"{name}: {msg}") if self.progress else None
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self._t0, 3)
+
+
+def _binary_label(label: Volume, what: str) -> Volume:
+    from .datasets import binary_from_single_value
+
+    return binary_from_single_value(label, what)
+
+
+def _as_volume(x: str | os.PathLike | Volume, reader: Callable) -> Volume:
+    return x if isinstance(x, Volume) else reader(x)
+
+
+def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | Volume | None = None,
+            scar_label: str | os.PathLike | Volume | None = None, model: str | None = None, loaded=None,
+            device: str = "auto", band_mm: Sequence[float] = (-1.0, 3.0), keep_largest: bool = True,
+            baselines: Sequence[str] | None = None, progress: ProgressFn | None = None,
+            cancel: threading.Event | None = None) -> PipelineResult:
+    """Run the whole job in memory (nothing is written; see `write_outputs`).
+
+    `loaded` reuses a model already loaded with `predict.load_for_inference` (batch jobs).
+    Labels may be files or Volumes; on another grid they are resampled with a warning.
+    """
+    from .datasets import scar_and_wall_from_values
+    from .distance import wall_band
+    from .predict import la_mask, load_for_inference, predict, require_heads, scar_mask
+    from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
+    from .quantify import decaaf_stage, geometry_warnings, la_volume_ml, utah_stage, wall_burden_pct
+
+    band = (float(band_mm[0]), float(band_mm[1]))
+    if not band[0] < band[1]:
+        raise InputError(f"projection band must be (start, end) with start < end, got {band}")
+    st = _Stages(progress, cancel)
+    warnings: list[str] = []
+    labels: dict[str, Volume] = {}
+
+    def load():
+        img = _as_volume(image, read_image)
+        if isinstance(image, Volume):
+            from .image import check_image_values
+
+            check_image_values(img)
+        for name, src in (("la", la_label), ("scar", scar_label)):
+            if src is None:
+                continue
+            lab = _as_volume(src, read_label)
+            lab, warn = label_onto_image_grid(lab, img.geometry, f"{name.upper()} label" if name == "la" else "scar label")
+            if warn:
+                warnings.append(warn)
+            if name == "la":
+                labels["la"] = _binary_label(lab, "LA")
+            else:
+                labels["scar"], wall = scar_and_wall_from_values(lab)
+                if wall is not None:
+                    labels["wall"] = wall
+        mdl = loaded or load_for_inference(model, device)
+        require_heads(mdl, {"la", "scar"})
+        return img, mdl
+
+    img, mdl = st.run("load", load)
+    card = mdl.card
+    wall_mm = float(card["wall_band_mm"])
+    pred = st.run("inference", lambda: predict(mdl, img, progress=st.sub_progress("inference"), cancel=cancel))
+    warnings += pred.warnings
+
+    def post():
+        la, removed = la_mask(pred.la, keep_largest)
+        scar, wall = scar_mask(pred, la, wall_mm)
+        prob = pred.p_scar.with_array(np.where(wall.array.astype(bool), pred.p_scar.array, 0).astype(np.float32))
+        return la, removed, scar, wall, prob
+
+    la, removed, scar, wall, scar_prob = st.run("postprocess", post)
+    mesh = st.run("surface", lambda: la_surface_mesh(la))
+    mesh = st.run("projection", lambda: project_on_mesh(mesh, scar, scar_prob, band_mm=band))
+    la_ml = la_volume_ml(la)
+    burden = surface_burden_pct(mesh, "Scar")
+    warnings += geometry_warnings(img, la_ml, removed)
+
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "input": {"path": img.source, "size": list(img.geometry.size), "spacing_mm": list(img.geometry.spacing),
+                  "origin_mm": list(img.geometry.origin), "direction": list(img.geometry.direction)},
+        "model": {"name": card["name"], "version": card["version"], "sha256": mdl.sha256},
+        "device": pred.device,
+        "intended_use": card.get("intended_use", INTENDED_USE),
+        "warnings": warnings,
+        "la": {"volume_ml": round(la_ml, 2), "components_removed": removed},
+        "scar": {"burden_surface_pct": round(burden, 2), "burden_wall_pct": round(wall_burden_pct(scar, wall), 2),
+                 "utah_stage": utah_stage(burden), "decaaf_stage": decaaf_stage(burden)},
+        "software": {"lascarseg": __version__},
+    }
+
+    def measure():
+        from .metrics import la_metrics, scar_surface_metrics
+
+        out: dict[str, Any] = {}
+        if "la" in labels:
+            out["la"] = la_metrics(la, labels["la"])
+        if "scar" in labels:
+            ref_la = labels.get("la")
+            if ref_la is None:
+                ref_la = la
+                warnings.append("no manual LA label: the scar metrics use the predicted LA's surface")
+            ref_wall = labels["wall"] if "wall" in labels else wall_band(ref_la, wall_mm)
+            m = scar_surface_metrics(scar, labels["scar"], ref_wall, ref_la, pred_wall=wall)
+            out["scar"] = {k: m[k] for k in ("accuracy", "dice_scar", "dice_normal", "gdice")}
+        return out
+
+    metrics = st.run("metrics", measure)
+    if metrics:
+        report["metrics"] = metrics
+    if baselines:
+        report["baselines"] = st.run("metrics", lambda: _baselines(img, la, mesh, labels, baselines, wall_mm, band))
+    report["timings_s"] = dict(st.timings)
+    return PipelineResult(img, la, wall, scar, scar_prob, mesh, report, labels)
+
+
+def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods: Sequence[str], wall_mm: float,
+               band: tuple[float, float]) -> dict[str, Any]:
+    from .baselines import baseline_surface_metrics, run_baselines
+
+    results = run_baselines(img, la, methods=list(methods) or None, wall_band_mm=wall_mm, band_mm=band, mesh=mesh)
+    out = {}
+    for name, r in results.items():
+        entry: dict[str, Any] = {"burden_surface_pct": round(float(r.burden_surface_pct), 2)}
+        if "scar" in labels:
+            entry["metrics"] = baseline_surface_metrics(r, labels["scar"], labels.get("wall"), labels.get("la", la),
+                                                         mesh=mesh, wall_band_mm=wall_mm, band_mm=band)
+        out[name] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------- outputs
+def write_surface(mesh, path: Path) -> None:
+    """Write the mesh as Slicer writes models: LPS coordinates, field data SPACE = "LPS"."""
+    import vtk
+
+    out = vtk.vtkPolyData()
+    out.DeepCopy(mesh)
+    space = vtk.vtkStringArray()
+    space.SetName("SPACE")
+    space.InsertNextValue("LPS")
+    out.GetFieldData().AddArray(space)
+    w = vtk.vtkXMLPolyDataWriter()
+    w.SetFileName(str(path))
+    w.SetInputData(out)
+    w.SetDataModeToBinary()
+    if not w.Write():
+        raise OSError(f"{path}: could not write the surface")
+
+
+def write_outputs(result: PipelineResult, out: str | os.PathLike, *, overwrite: bool = False,
+                  progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Path:
+    """Write CONTRACTS section 5's files into `out`, all or nothing."""
+    from .snapshot import render_snapshot
+
+    t0 = time.perf_counter()
+    with atomic_output_dir(out, overwrite) as stage:
+        write_volume(result.la, stage / "la_mask.nii.gz")
+        write_volume(result.scar_probability, stage / "scar_probability.nii.gz")
+        write_volume(result.scar, stage / "scar_mask.nii.gz")
+        write_surface(result.mesh, stage / "la_surface.vtp")
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled by the user")
+        render_snapshot(result.mesh, result.report, stage / "snapshot.png")
+        result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
+        result.report["timings_s"]["total"] = round(sum(v for k, v in result.report["timings_s"].items()
+                                                        if k != "total"), 3)
+        write_json(result.report, stage / "report.json")
+    if progress:
+        progress(1.0, "done")
+    return Path(out)
+
+
+def run_segment(image: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
+                **kwargs: Any) -> PipelineResult:
+    """`lascarseg segment`: check the output folder first, run the job, write the outputs."""
+    from .outputs import check_output_dir
+
+    check_output_dir(out, overwrite)
+    result = segment(image, **kwargs)
+    write_outputs(result, out, overwrite=overwrite)
+    return result
