@@ -16,7 +16,6 @@ import csv
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ import numpy as np
 
 from .datasets import Case, open_dataset, split_by_case
 from .errors import InputError
-from .image import Volume
 from .train_config import TrainConfig, departures
 from .training_data import Augmentation, TrainingCase, augment, batch_to_inputs, prepare_case, sample_batch
 from .variants import get_variant
@@ -173,8 +171,6 @@ def validate(model, cfg: TrainConfig, val_cases: list[Case], device: str, diviso
     from .distance import wall_band
     from .image import grid_for_spacing, resample, zscore
     from .inference import sliding_window
-
-    import torch
 
     was_training = model.training
     model.eval()

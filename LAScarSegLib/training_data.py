@@ -23,7 +23,7 @@ import numpy as np
 from .datasets import Case
 from .distance import boundary_mask, distance_probability_maps, signed_distance, wall_band
 from .errors import InputError
-from .image import Volume, grid_for_spacing, resample, resample_mask, zscore
+from .image import grid_for_spacing, resample, resample_mask, zscore
 
 #: Arrays of a prepared case, in the order they are stacked into a patch (image first).
 CHANNELS = ("image", "la", "phi", "p_normal", "p_scar", "wall", "scar", "m1")
