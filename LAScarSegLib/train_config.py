@@ -42,6 +42,7 @@ class TrainConfig:
     patch_size: list[int] = field(default_factory=lambda: [208, 208, 80])  # x, y, z
     batch_size: int = 2
     la_focus: float = 0.7  # share of patches centred on the LA boundary
+    unpainted_fraction: float = 0.5  # share of batches from real cases as they are (LA terms only)
     # --- optimisation
     optimizer: str = "sgd"
     lr: float = 1e-3
