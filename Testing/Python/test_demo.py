@@ -20,7 +20,7 @@ def test_demo_writes_phantom_checks_and_preview(tmp_path: Path) -> None:
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["all_checks_passed"] and len(summary["core_checks"]) >= 8
     assert summary["phantom"]["seed"] == 2 and "synthetic" in summary["phantom"]["provenance"]
-    assert "says so" in summary["segmentation"]
+    assert "stops after the phantom and the core checks" in summary["segmentation"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
     # an output folder that holds results is refused (exit 2) and left as it was
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
