@@ -88,7 +88,10 @@ def _add_export(sub) -> argparse.ArgumentParser:
     p.add_argument("--name", default="lascarseg-mtl-sesa")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--card-extra", default=None, help="JSON file merged into the card (training_data, validation, ...)")
+    p.add_argument("--evaluation", default=None,
+                   help="a `lascarseg evaluate --out` JSON: its results become the card's validation section")
     p.add_argument("--register", action="store_true", help="add the file to the models.json beside it")
+    p.add_argument("--markdown", action="store_true", help="also write the human-readable card (<out>.md)")
     return p
 
 
@@ -96,15 +99,26 @@ def _run_export(args) -> int:
     import json
     from pathlib import Path
 
-    from .export import export_checkpoint, register
+    from .export import card_markdown, describe_run, export_checkpoint, register
+    from .network import load_scripted
+    from .trainer import load_checkpoint
 
-    extra = {}
+    ckpt = Path(args.checkpoint)
+    extra: dict = {}
+    if (ckpt.parent / "split.json").is_file():  # a run folder: the card states what the run used
+        extra.update(describe_run(ckpt.parent, int(load_checkpoint(ckpt)["iteration"])))
+    if args.evaluation:
+        extra["validation"] = json.loads(Path(args.evaluation).read_text())
     if args.card_extra:
-        extra = json.loads(Path(args.card_extra).read_text())
+        extra.update(json.loads(Path(args.card_extra).read_text()))
     path = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version,
                              training_data=extra.pop("training_data", None),
                              validation=extra.pop("validation", None), extra=extra)
     print(f"wrote {path}")
+    if args.markdown:
+        md = Path(path).with_suffix(".md")
+        md.write_text(card_markdown(load_scripted(path)[1]))
+        print(f"wrote {md}")
     if args.register:
         entry = register(path, Path(path).parent / "models.json")
         print(f"registered {entry['name']} {entry['version']} sha256 {entry['sha256']}")

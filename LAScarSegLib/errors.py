@@ -21,3 +21,7 @@ class ModelError(LAScarSegError):
 
 class Cancelled(LAScarSegError):
     """Raised when the caller's cancel event is set; the job leaves nothing behind."""
+
+
+class NoLAFound(InputError):
+    """The network found no left atrium in the image (no voxel with LA probability > 0.5)."""

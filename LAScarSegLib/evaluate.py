@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .datasets import open_dataset
+from .errors import NoLAFound
 from .predict import LoadedModel, la_mask, predict, scar_mask
 
 Log = Callable[[str], None]
@@ -43,12 +44,20 @@ def evaluate_real(loaded: LoadedModel, root: str, ids: Sequence[str] | None, log
         case = ds.load(cid)
         t0 = time.perf_counter()
         pred = predict(loaded, case.image)
-        mask, removed = la_mask(pred.la, keep_largest)
+        try:
+            mask, removed = la_mask(pred.la, keep_largest)
+        except NoLAFound:  # a miss is a result (Dice 0), not a reason to stop the evaluation
+            rows.append({"id": cid, "la_found": False, "dice": 0.0, "jaccard": 0.0,
+                         "seconds": round(time.perf_counter() - t0, 2)})
+            log(f"  {cid}: no LA found (Dice 0)")
+            continue
         m = la_metrics(mask, case.la)
-        rows.append({"id": cid, **m, "components_removed": removed, "seconds": round(time.perf_counter() - t0, 2)})
+        rows.append({"id": cid, "la_found": True, **m, "components_removed": removed,
+                     "seconds": round(time.perf_counter() - t0, 2)})
         log(f"  {cid}: LA Dice {m['dice']:.4f}  HD95 {m['hd95_mm']} mm")
     keys = ["dice", "jaccard", "asd_mm", "hd_mm", "hd95_mm", "asd_vox", "hd95_vox"]
-    return {"source": str(root), "n": len(rows), "summary": _summary(rows, keys), "cases": rows}
+    return {"source": str(root), "n": len(rows), "la_not_found": sum(not r["la_found"] for r in rows),
+            "summary": _summary(rows, keys), "cases": rows}
 
 
 def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log) -> dict[str, Any]:
@@ -59,8 +68,14 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log) -> di
     for seed in seeds:
         ph = make_phantom(seed)
         pred = predict(loaded, ph.image)
-        mask, _ = la_mask(pred.la)
-        row: dict[str, Any] = {"seed": seed, **{f"la_{k}": v for k, v in la_metrics(mask, ph.la).items()}}
+        try:
+            mask, _ = la_mask(pred.la)
+        except NoLAFound:  # scored as a miss: LA Dice 0, and no LA surface to score scar on
+            rows.append({"seed": seed, "la_found": False, "la_dice": 0.0, "true_burden_pct": ph.info.get("burden_pct")})
+            log(f"  phantom {seed}: no LA found (Dice 0)")
+            continue
+        row: dict[str, Any] = {"seed": seed, "la_found": True,
+                               **{f"la_{k}": v for k, v in la_metrics(mask, ph.la).items()}}
         if pred.p_scar is not None:
             scar, band = scar_mask(pred, mask, float(loaded.card["wall_band_mm"]))
             row.update(scar_surface_metrics(scar, ph.scar, ph.wall, ph.la, pred_wall=band))
@@ -70,7 +85,8 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log) -> di
             (f"  surface Dice_scar {row['dice_scar']:.4f}  GDice {row['gdice']:.4f}" if "dice_scar" in row else ""))
     keys = ["la_dice", "la_hd95_mm", "accuracy", "dice_scar", "dice_normal", "gdice"]
     return {"source": "fresh synthetic LGE phantoms (never seen in training)", "seeds": list(seeds),
-            "n": len(rows), "summary": _summary(rows, keys), "cases": rows}
+            "n": len(rows), "la_not_found": sum(not r["la_found"] for r in rows),
+            "summary": _summary(rows, keys), "cases": rows}
 
 
 def run_evaluation(model: str | None, *, real_root: str | None = None, ids: Sequence[str] | None = None,

@@ -88,6 +88,65 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     return save_scripted(scripted, out, card)
 
 
+# --------------------------------------------------------------------------- card from a run
+def describe_run(run_dir: str | os.PathLike, checkpoint_iteration: int | None = None) -> dict[str, Any]:
+    """The card's `training_data` and `training` sections, read from a training run's folder.
+
+    Derived from the files the trainer wrote (config.json, split.json, summary.json, metrics.csv),
+    so the card states what the run really used, never what someone remembers it used.
+    """
+    import csv
+
+    from .trainer import TRAIN_PHANTOM_SEED0, VAL_PHANTOM_SEED0
+
+    run = Path(run_dir)
+    try:
+        config = json.loads((run / "config.json").read_text())
+        split = json.loads((run / "split.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{run}: not a training run folder (config.json and split.json needed): {exc}") from exc
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    training_data: list[dict[str, Any]] = []
+    for i, src in enumerate(config.get("data", [])):
+        n_train = sum(1 for v in split["train"] if v.split(":", 1)[0] == str(i))
+        n_val = sum(1 for v in split["val"] if v.split(":", 1)[0] == str(i))
+        painted = bool(src.get("paint_scar"))
+        training_data.append({
+            "source": f"{src.get('layout', 'auto')} data at {Path(src['root']).name}/",
+            "cases": n_train,
+            "validation_cases": n_val,
+            "labels": ["la", "scar (synthetic)"] if painted else ["la", "scar"],
+            "provenance": ("manual LA labels; synthetic scar painted into the wall band of the real image "
+                           "(labelled synthetic); the same images unpainted train the LA terms "
+                           f"(unpainted_fraction {config.get('unpainted_fraction')})") if painted
+            else "manual labels as the data set provides them",
+        })
+    if split.get("train_phantoms"):
+        training_data.append({
+            "source": "synthetic LGE phantoms (LAScarSegLib.phantom)",
+            "cases": len(split["train_phantoms"]),
+            "validation_cases": len(split.get("val_phantoms", [])),
+            "labels": ["la", "wall", "scar"],
+            "provenance": f"synthetic images with exact truth; training seeds from {TRAIN_PHANTOM_SEED0}, "
+                          f"validation seeds from {VAL_PHANTOM_SEED0}",
+        })
+    rates: list[float] = []
+    if (run / "metrics.csv").is_file():
+        with (run / "metrics.csv").open() as fh:
+            rates = [float(r["it_per_s"]) for r in csv.DictReader(fh) if r["kind"] == "train" and r.get("it_per_s")]
+    training = {
+        "recipe": config.get("recipe"), "variant": config.get("variant"),
+        "checkpoint_iteration": checkpoint_iteration,
+        "iterations_run": summary.get("iterations"), "elapsed_min": round(summary.get("elapsed_s", 0) / 60, 1),
+        "stopped_by_time_limit": summary.get("stopped_by_time_limit"), "device": summary.get("device"),
+        "processes": summary.get("world_size"), "threads": config.get("threads"),
+        "median_it_per_s": round(sorted(rates)[len(rates) // 2], 3) if rates else None,
+        "departures_from_paper": {k: v["value"] for k, v in config.get("departures_from_paper", {}).items()},
+        "validation_case_ids": split["val"],
+    }
+    return {"training_data": training_data, "training": training}
+
+
 # -------------------------------------------------------------------------------------- registry
 def read_registry(path: str | os.PathLike = REGISTRY) -> dict[str, Any]:
     path = Path(path)
@@ -150,6 +209,12 @@ def load_model(name_or_path: str | os.PathLike | None = None, registry: str | os
     return module, card, digest
 
 
+def _summary_table(summary: dict[str, Any]) -> list[str]:
+    rows = ["| metric | mean | SD | min | n |", "|---|---|---|---|---|"]
+    rows += [f"| {k} | {v['mean']} | {v['sd']} | {v['min']} | {v['n']} |" for k, v in summary.items()]
+    return rows
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """A human-readable model card from the embedded JSON card (kept beside the model file)."""
     lines = [f"# {card['name']} {card['version']}", "", f"**Intended use.** {card['intended_use']}", "",
@@ -160,9 +225,23 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += [f"- {o}" for o in card["outputs"]]
     lines += ["", "## Training data", ""]
     for d in card.get("training_data", []):
-        lines.append(f"- {d.get('source')}: {d.get('cases')} cases, labels {d.get('labels')}; {d.get('provenance')}")
-    lines += ["", "## Validation", "", "```", json.dumps(card.get("validation", {}), indent=2), "```"]
-    extra = {k: v for k, v in card.items() if k in ("training", "trained_iterations")}
-    if extra:
-        lines += ["", "## Training run", "", "```", json.dumps(extra, indent=2, default=str), "```"]
+        val = f" (+{d['validation_cases']} held out for validation)" if d.get("validation_cases") else ""
+        lines.append(f"- {d.get('source')}: {d.get('cases')} training cases{val}; labels {d.get('labels')}; "
+                     f"{d.get('provenance')}")
+    validation = card.get("validation", {})
+    lines += ["", "## Validation", ""]
+    if validation.get("command"):
+        lines += [f"Reproduce: `{validation['command']}`", ""]
+    for part, title in (("real", "Real LGE images, manual LA labels, each case at its native resolution"),
+                        ("phantoms", "Fresh synthetic phantoms (never seen in training), synthetic scar truth")):
+        if part in validation:
+            lines += [f"{title} ({validation[part]['n']} cases):", "", *_summary_table(validation[part]["summary"]), ""]
+    rest = {k: v for k, v in validation.items() if k not in ("real", "phantoms", "command")}
+    if rest:
+        lines += ["```", json.dumps(rest, indent=2, default=str), "```"]
+    for key, title in (("training", "Training run"), ("speed", "Speed")):
+        if key in card:
+            lines += ["", f"## {title}", "", "```", json.dumps(card[key], indent=2, default=str), "```"]
+    if "trained_iterations" in card:
+        lines += ["", f"Weights of iteration {card['trained_iterations']}."]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from .distance import wall_band
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, NoLAFound
 from .image import Volume, grid_for_spacing, normalise, resample
 from .inference import sliding_window
 
@@ -112,7 +112,7 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
 def la_mask(prob: Volume, keep_largest: bool = True) -> tuple[Volume, int]:
     """LA mask = probability > 0.5; with `keep_largest` only the largest 26-connected component stays.
 
-    Returns the mask and the number of components removed. An empty result is an `InputError`.
+    Returns the mask and the number of components removed. An empty result is `NoLAFound`.
     """
     mask = prob.array > 0.5
     removed = 0
@@ -124,7 +124,7 @@ def la_mask(prob: Volume, keep_largest: bool = True) -> tuple[Volume, int]:
             mask = labels == int(sizes.argmax())
             removed = n - 1
     if not mask.any():
-        raise InputError(f"{prob.source or 'image'}: no left atrium found (no voxel with LA probability > 0.5)")
+        raise NoLAFound(f"{prob.source or 'image'}: no left atrium found (no voxel with LA probability > 0.5)")
     return prob.with_array(mask.astype(np.uint8)), removed
 
 

@@ -212,7 +212,8 @@ def validate(model, cfg: TrainConfig, val_cases: list[Case], device: str, diviso
         out["val_la_dice"] = float(np.mean(la_real or la_d))
     if scar_d:
         out["val_scar_dice"] = float(np.mean(scar_d))
-    out["val_score"] = float(np.mean([out[k] for k in ("val_la_dice", "val_scar_dice") if k in out]))
+    if out:  # no validation case at all: nothing to score, the caller keeps the latest weights
+        out["val_score"] = float(np.mean([out[k] for k in ("val_la_dice", "val_scar_dice") if k in out]))
     return out
 
 
@@ -330,7 +331,10 @@ def _plot_curves(csv_path: Path, png_path: Path) -> None:
             ax2.plot(*zip(*pts), marker="o", label=key)
     ax2.set_xlabel("iteration")
     ax2.set_ylim(0, 1)
-    ax2.legend(fontsize=8)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=8)
+    else:
+        ax2.text(0.5, 0.5, "no validation case", ha="center", transform=ax2.transAxes)
     ax2.set_title("validation")
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
@@ -468,7 +472,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             batch_np = sample_batch(la_only, None, cfg.batch_size, cfg.patch_zyx, rng, cfg.la_focus)
         else:
             batch_np = sample_batch(cases, weights, cfg.batch_size, cfg.patch_zyx, rng, cfg.la_focus)
-        batch = augment(torch.from_numpy(batch_np), aug, gen, cases[0].spacing_zyx).to(device)
+        # augment on the training device: on a GPU the rotation resampling of all channels is free
+        batch = augment(torch.from_numpy(batch_np).to(device, non_blocking=True), aug, gen, cases[0].spacing_zyx)
         x, targets = batch_to_inputs(batch, cases[0].spacing_zyx)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -507,9 +512,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
         time_up = time_limit is not None and elapsed >= time_limit
         if dist.main and (it % cfg.val_every == 0 or it == end or time_up):
             vm = validate(model, cfg, val_cases, device, mcfg.divisor)
-            write_row({"kind": "val", "iteration": it, "seconds": round(elapsed, 1), **vm})
-            say(f"validation at {it}: " + ", ".join(f"{k} {v:.4f}" for k, v in vm.items()))
-            if vm["val_score"] > best:
+            if not vm:
+                save(out / "best.pt", it, elapsed)
+                say(f"no validation case: best.pt holds the latest weights (iteration {it})")
+            else:
+                write_row({"kind": "val", "iteration": it, "seconds": round(elapsed, 1), **vm})
+                say(f"validation at {it}: " + ", ".join(f"{k} {v:.4f}" for k, v in vm.items()))
+            if vm and vm["val_score"] > best:
                 best = vm["val_score"]
                 save(out / "best.pt", it, elapsed)
                 say(f"new best {best:.4f} -> {out / 'best.pt'}")

@@ -196,7 +196,7 @@ def augment(batch, aug: Augmentation, gen, spacing_zyx=(1.0, 1.0, 1.0)):
 
     for b in range(B):
         for axis in (2, 3, 4):
-            if float(rand(1)) < aug.flip_p:
+            if float(torch.rand(1, generator=gen)) < aug.flip_p:  # a host scalar: no device sync
                 out[b] = out[b].flip(axis - 1)
     if aug.rotate_p > 0:
         rot = rand(B) < aug.rotate_p

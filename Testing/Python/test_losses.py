@@ -414,3 +414,22 @@ def test_phantom_batch_m1_m2_and_sa_gradient_reach_the_scar_decoder() -> None:
 
 def test_term_heads_are_consistent_with_the_losses() -> None:
     assert set(TERM_HEADS) == {t for v in VARIANTS.values() for t in v.terms} | {"bce_scar", "dice_scar"}
+
+
+@pytest.mark.parametrize("spacing_zyx,thickness", [((1.25, 0.625, 0.625), 4.0), ((1.0, 1.0, 1.0), 4.0),
+                                                   ((1.25, 1.25, 1.25), 3.0), ((0.9, 1.3, 0.7), 2.5)])
+def test_boundary_masks_on_the_tensor_device_equal_the_distance_definition(spacing_zyx, thickness) -> None:
+    """The convolution shell of `boundary_masks` is `distance.boundary_mask` voxel for voxel."""
+    from scipy import ndimage
+
+    from LAScarSegLib.distance import boundary_mask
+    from LAScarSegLib.image import Geometry, Volume
+
+    rng = np.random.default_rng(7)
+    blobs = ndimage.gaussian_filter(rng.random((40, 44, 48)), 3.0)
+    la = (blobs > np.quantile(blobs, 0.6)).astype(np.uint8)
+    la[:3], la[-3:], la[:, :3], la[:, -3:], la[:, :, :3], la[:, :, -3:] = 0, 0, 0, 0, 0, 0  # off the border
+    geom = Geometry((48, 44, 40), spacing_zyx[::-1], (0.0, 0.0, 0.0))
+    expected = boundary_mask(Volume(la, geom), thickness).array
+    got = boundary_masks(torch.from_numpy(la[None, None].astype(np.float32)), spacing_zyx, thickness)[0, 0].numpy()
+    assert expected.sum() > 1000 and np.array_equal(got.astype(np.uint8), expected)

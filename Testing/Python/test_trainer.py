@@ -88,6 +88,34 @@ def test_fine_tune_from_an_exported_model(first_run: Path, tmp_path: Path) -> No
         initial_weights(junk)
 
 
+def test_export_cli_writes_the_card_from_the_run_and_its_evaluation(first_run: Path, tmp_path: Path) -> None:
+    """export reads what the run used (split, config, rates) and the evaluation it is given."""
+    from LAScarSegLib.cli import main
+    from LAScarSegLib.network import load_scripted
+
+    plain = tmp_path / "plain.pt"
+    assert main(["export", str(first_run / "best.pt"), "--out", str(plain)]) == 0
+    ev = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(plain), "--phantoms", "1", "--out", str(ev)]) == 0
+    model = tmp_path / "models" / "m.pt"
+    model.parent.mkdir()
+    assert main(["export", str(first_run / "best.pt"), "--out", str(model), "--evaluation", str(ev),
+                 "--markdown", "--register"]) == 0
+    _module, card = load_scripted(model)
+    evaluation = json.loads(ev.read_text())
+    assert card["validation"] == evaluation and evaluation["phantoms"]["seeds"] == [30000]
+    phantom_src = [d for d in card["training_data"] if "phantom" in d["source"]]
+    assert phantom_src and phantom_src[0]["cases"] == 2 and phantom_src[0]["validation_cases"] == 1
+    training = card["training"]
+    assert training["recipe"] == "cpu-default" and training["checkpoint_iteration"] == card["trained_iterations"]
+    assert training["median_it_per_s"] > 0 and "optimizer" in training["departures_from_paper"]
+    md = model.with_suffix(".md").read_text()
+    assert "fresh synthetic phantoms" in md.lower() and "| la_dice |" in md and "Reproduce: `lascarseg evaluate" not in md
+    assert 0.0 <= evaluation["phantoms"]["summary"]["la_dice"]["mean"] <= 1.0  # a miss counts as Dice 0
+    registry = json.loads((model.parent / "models.json").read_text())
+    assert registry["default"] == card["name"] and registry["models"][0]["card"] == card
+
+
 def test_lascarseg_train_cli_reports_bad_config(tmp_path: Path) -> None:
     from LAScarSegLib.cli import main
 
@@ -95,6 +123,49 @@ def test_lascarseg_train_cli_reports_bad_config(tmp_path: Path) -> None:
     assert main(["train", "--out", str(tmp_path / "r"), "--variant", "nope"]) == 2
     assert main(["train", "--out", str(tmp_path / "r"), "data=[{\"root\": \"" + str(tmp_path) + "\"}]"]) == 2
     assert main(["train", "--out", str(tmp_path / "r"), "--print-config"]) == 0
+
+
+def _write_scar_free_lascarqs(root: Path, seeds: tuple[int, ...]) -> Path:
+    """LAScarQS 2022 cases whose manual scar label is empty (a patient without scar)."""
+    import numpy as np
+
+    from LAScarSegLib.image import write_volume
+    from LAScarSegLib.phantom import make_phantom
+
+    for seed in seeds:
+        ph = make_phantom(seed, burden=0.0)
+        case = root / f"p{seed}"
+        write_volume(ph.image, case / "enhanced.nii.gz")
+        write_volume(ph.la, case / "atriumSegImgMO.nii.gz")
+        write_volume(ph.la.with_array(np.zeros_like(ph.la.array)), case / "scarSegImgM.nii.gz")
+    return root
+
+
+def test_scar_free_cases_train_without_nan_and_a_bad_case_is_named(tmp_path: Path) -> None:
+    import math
+
+    from LAScarSegLib.image import Geometry, Volume, read_label, write_volume
+
+    root = _write_scar_free_lascarqs(tmp_path / "qs", (41, 42))
+    data = [{"root": str(root), "layout": "lascarqs2022", "paint_scar": False}]
+    cfg = make_config("cpu-default", overrides=tiny(iterations=3, val_every=100, checkpoint_every=100, phantoms=0,
+                                                    val_phantoms=0, unpainted_fraction=0.0, data=data))
+    summary = train(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["iterations"] == 3
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    losses = [float(r["loss"]) for r in rows if r["kind"] == "train"]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert not [r for r in rows if r["kind"] == "val"]  # no validation case: no made-up score
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["iteration"] == 3  # best is the latest
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.isfinite(w.float()).all() for w in weights.values())
+    # one case whose LA label sits on another grid: the error names that case's file and both grids
+    bad = root / "p42" / "atriumSegImgMO.nii.gz"
+    la = read_label(bad)
+    g = la.geometry
+    write_volume(Volume(la.array, Geometry(g.size, tuple(s * 1.1 for s in g.spacing), g.origin, g.direction)), bad)
+    with pytest.raises(InputError, match=r"p42.*atriumSegImgMO.*grid differs"):
+        train(cfg, tmp_path / "run2", log=lambda m: None)
 
 
 @pytest.mark.slow
