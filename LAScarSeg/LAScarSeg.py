@@ -2,7 +2,17 @@
 
 Left-atrium (LA) segmentation and LA-scar quantification from late-gadolinium-enhanced (LGE) MRI
 with MTL-SESA (Li L, Weng X, Schnabel JA, Zhuang X, MICCAI 2020). All algorithms live in the
-plain-Python package ``LAScarSegLib``; this file only connects them to Slicer.
+plain-Python package ``LAScarSegLib``; this file only connects them to Slicer's GUI:
+
+* ``LAScarSegParameterNode``: the GUI state (``@parameterNodeWrapper``), bound to the widgets of
+  ``Resources/UI/LAScarSeg.ui`` through their ``SlicerParameterName`` properties.
+* ``LAScarSegWidget``: runs the pipeline in a background process (``LAScarSegLib.worker``) with
+  real progress, a Cancel that stops that process, and ``addResultToScene`` on the main thread.
+* ``LAScarSegLogic``: a thin subclass of ``LAScarSegLib.logic.LAScarSegLogic`` (CONTRACTS
+  section 7); ``slicer.util.getModuleLogic("LAScarSeg").process(...)`` blocks and works in the
+  Python console and in ``Slicer --no-main-window --python-script``.
+* ``LAScarSegTest``: the self-test; it runs the same checks as the pytest suite
+  (``LAScarSegLib.logic_checks``).
 
 Where the files are
 -------------------
@@ -14,24 +24,8 @@ sits directly in ``qt-scripted-modules/`` with ``LAScarSegLib/`` and ``Resources
 on ``sys.path``; ``resourcePath()`` resolves resources in both layouts.
 
 Importing this file never imports PyTorch: Slicer must be able to load the module before the
-PyTorch extension has installed torch.
-
-What is here now (foundation) and what comes with the GUI issue
----------------------------------------------------------------
-Now: the module description, a widget that shows the help and a live status (library version,
-whether PyTorch is installed, whether the model registry is present), a minimal logic, and a
-self-test that runs a real check of the library without torch (a synthetic phantom's labels).
-
-To come in the GUI issue, built on ``LAScarSegLib.logic`` (CONTRACTS section 7):
-  * a ``@parameterNodeWrapper`` parameter class and ``Resources/UI/LAScarSeg.ui`` whose widgets
-    carry ``SlicerParameterName`` properties;
-  * input selectors (LGE volume; optional LA / scar labels for evaluation), device and model
-    choice, the wall band, and an Apply button;
-  * the pipeline in a background process with real progress and a Cancel that stops it, CPU
-    fallback on GPU out-of-memory, and ``addResultToScene`` on the main thread;
-  * installing torch through the PyTorch extension (``PyTorchUtils``) after the user confirms,
-    never silently and never during a self-test;
-  * sample data registered on ``startupCompleted`` with SHA-256 checksums.
+PyTorch extension has installed torch (torch is installed through ``PyTorchUtils`` after the user
+confirms, never during a self-test).
 """
 
 from __future__ import annotations
@@ -39,18 +33,25 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import sys
+from typing import Annotated, Union
 
 import slicer
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
 MODULE_NAME = "LAScarSeg"
+MTL_SESA = "MTL-SESA"
+DEVICES = ["auto", "cuda", "cpu"]
 _MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -103,6 +104,35 @@ def resourcePath(filename: str) -> str:
     return os.path.join(resourceDir(), filename)
 
 
+def _libraryLogic() -> type:
+    # Imported after _putLibraryOnPath(), so the library beside this file is the one used.
+    from LAScarSegLib.logic import LAScarSegLogic as LibraryLogic
+
+    return LibraryLogic
+
+
+def methodChoices() -> list[str]:
+    """MTL-SESA, then the classical baselines the pipeline reports beside it (on the same LA)."""
+    from LAScarSegLib.baselines import method_names
+
+    return [MTL_SESA] + list(method_names())
+
+
+def pythonForWorker() -> str:
+    """The interpreter for the background worker: PythonSlicer (Slicer's Python with Slicer's
+    environment); sys.executable outside Slicer."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    exe_dir = os.path.dirname(sys.executable)
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        for folder in (exe_dir, os.path.join(exe_dir, "..", "bin")):
+            candidate = os.path.normpath(os.path.join(folder, name))
+            if os.path.isfile(candidate):
+                return candidate
+    return sys.executable
+
+
 # ------------------------------------------------------------------------------------- module
 class LAScarSeg(ScriptedLoadableModule):
     """Module description shown in Slicer's module panel and Help & Acknowledgement section."""
@@ -119,13 +149,19 @@ class LAScarSeg(ScriptedLoadableModule):
             "encoding and shape attention). Scar is projected onto the LA surface, so the "
             "result is a surface scar map and the scar percentage of the LA wall, independent "
             "of wall thickness.<br><br>"
+            "Choose the LGE volume and press <b>Segment LA + Scar</b>: the run goes on in the "
+            "background (Cancel stops it) and adds a segmentation (Left atrium, Scar), the model "
+            "'LA surface' coloured normal wall / scar, and a metrics table. After editing the "
+            "Left atrium segment in Segment Editor, <b>Re-quantify</b> recomputes the scar map "
+            "and burden without running the network again. Optional manual LA and scar labels "
+            "give evaluation metrics.<br><br>"
             "<b>For research use only; not for diagnosis or treatment.</b> The LA segmentation "
             "was trained and evaluated on public LGE MRI challenge data. The scar output has "
             "been validated on synthetic scar only (no real scar labels were available); treat "
             "scar maps and percentages as unvalidated on patient data.<br><br>"
-            "This version shows the module status; the segmentation panel comes in the next "
-            "version. The same pipeline runs from the command line: <code>lascarseg segment "
-            "IMAGE --out DIR</code>."
+            "The same pipeline runs from the command line: <code>lascarseg segment IMAGE --out "
+            "DIR</code>, and from Python: <code>slicer.util.getModuleLogic('LAScarSeg')"
+            ".process(volumeNode)</code>."
         )
         self.parent.acknowledgementText = _(
             "Implements the method of: Li L, Weng X, Schnabel JA, Zhuang X. \"Joint Left Atrial "
@@ -134,6 +170,9 @@ class LAScarSeg(ScriptedLoadableModule):
             "(MICCAI) 2020. Please cite this paper when you use the module."
         )
         self._setIconFromResources()
+        app = getattr(slicer, "app", None)
+        if app is not None and hasattr(app, "connect"):
+            app.connect("startupCompleted()", registerSampleData)
 
     def _setIconFromResources(self) -> None:
         # Slicer picks up Resources/Icons/<Module>.png beside the module file by itself. When the
@@ -149,63 +188,318 @@ class LAScarSeg(ScriptedLoadableModule):
         self.parent.icon = qt.QIcon(iconPath)
 
 
+def registerSampleData() -> None:
+    """The synthetic LGE phantom as sample data under "Cardiac".
+
+    It is generated locally from a fixed seed (the same voxels every time), so there is no file
+    to download and no checksum to check; the custom loader builds the nodes.
+    """
+    import SampleData
+
+    source = SampleData.SampleDataSource(
+        sampleName="LAScarSegPhantom",
+        sampleDescription=_("LGE phantom (synthetic LA + scar)"),
+        uris=["lascarseg:phantom/seed-0"],
+        fileNames=["LAScarSegPhantom.nrrd"],
+        nodeNames=["LAScarSegPhantom"],
+        thumbnailFileName=resourcePath(f"Icons/{MODULE_NAME}.png"),
+        customDownloader=lambda source=None: LAScarSegLogic().loadPhantom(),
+    )
+    sources = slicer.modules.sampleDataSources.setdefault("Cardiac", [])
+    if not any(s.sampleName == source.sampleName for s in sources):
+        sources.append(source)
+
+
+# --------------------------------------------------------------------------- parameter node
+@parameterNodeWrapper
+class LAScarSegParameterNode:
+    """The GUI state; each field is bound to the widget whose SlicerParameterName names it."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    laLabel: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    scarLabel: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    method: Annotated[str, Choice(methodChoices())] = MTL_SESA
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    bandStartMm: Annotated[float, WithinRange(-10.0, 0.0)] = -1.0
+    bandEndMm: Annotated[float, WithinRange(0.0, 10.0)] = 3.0
+    keepLargest: bool = True
+
+
 # ------------------------------------------------------------------------------------- widget
-class LAScarSegWidget(ScriptedLoadableModuleWidget):
-    """Help, acknowledgement and a status box for now; the segmentation panel comes next."""
+class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: inputs, method, device, advanced options, one Apply/Cancel button, progress,
+    status line, results and Re-quantify. The pipeline runs in a background process."""
+
+    POLL_MS = 100
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._worker = None
+        self._workerInput = None
+        self._timer = None
+        self._lastResult = None
 
     def resourcePath(self, filename: str) -> str:
         return resourcePath(filename)
 
+    # ------------------------------------------------------------------------------ setup
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        import ctk
         import qt
 
+        uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{MODULE_NAME}.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LAScarSegLogic()
-        status = self.logic.status()
 
-        statusBox = ctk.ctkCollapsibleButton()
-        statusBox.text = _("Status")
-        self.layout.addWidget(statusBox)
-        form = qt.QFormLayout(statusBox)
+        self._fillModels()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(self.POLL_MS)
+        self._timer.connect("timeout()", self._onPoll)
 
-        form.addRow(_("Library:"), qt.QLabel(f"LAScarSegLib {status['libraryVersion']}"))
-        torchText = (
-            _("installed")
-            if status["torchInstalled"]
-            else _("not installed (it will be offered through the PyTorch extension when needed)")
-        )
-        torchLabel = qt.QLabel(torchText)
-        torchLabel.wordWrap = True
-        form.addRow(_("PyTorch:"), torchLabel)
-        modelsText = _("present") if status["modelRegistry"] else _("no model registry in Resources/Models")
-        form.addRow(_("Models:"), qt.QLabel(modelsText))
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.requantifyButton.connect("clicked(bool)", self.onRequantifyButton)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.statusLabel.text = self.logic.intendedUse()
+        self.initializeParameterNode()
 
-        notice = qt.QLabel(
-            _(
-                "The segmentation panel comes in the next version of this module. Until then, "
-                "run the pipeline with the command line tool <code>lascarseg</code>."
-            )
-        )
-        notice.wordWrap = True
-        form.addRow(notice)
+    def cleanup(self) -> None:
+        self._stopWorker()
+        self.removeObservers()
 
-        self.layout.addStretch(1)
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtkModifiedEvent(), self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._stopWorker()
+        self.setParameterNode(None)
+        self._lastResult = None
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtkModifiedEvent(), self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtkModifiedEvent(), self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        running = self._worker is not None
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.applyButton.enabled = running or ready
+        self.ui.applyButton.text = _("Cancel") if running else _("Segment LA + Scar")
+        self.ui.applyButton.toolTip = (_("Stop the run") if running else
+                                       _("Segment the LA and the scar") if ready else _("Select the LGE volume first"))
+        self.ui.requantifyButton.enabled = (not running and self._lastResult is not None
+                                            and slicer.mrmlScene.IsNodePresent(self._lastResult.segmentation))
+
+    def _fillModels(self) -> None:
+        self.ui.modelComboBox.clear()
+        for label, model in self.logic.availableModels():
+            self.ui.modelComboBox.addItem(label, model or "")
+
+    def _selectedModel(self) -> str | None:
+        return self.ui.modelComboBox.currentData or None
+
+    # ----------------------------------------------------------------------- run / cancel
+    def onApplyButton(self) -> None:
+        if self._worker is not None:
+            self._stopWorker()
+            self._setStatus(_("Cancelled: the scene is as it was."))
+            return
+        from LAScarSegLib.errors import LAScarSegError
+        from LAScarSegLib.worker import Worker, WorkerRequest
+
+        p = self._parameterNode
+        try:
+            image = self.logic.inputImage(p.inputVolume)
+            if not self.ensureTorch():
+                self._setStatus(_("PyTorch is needed to run the network; it was not installed."))
+                return
+            model = self._selectedModel()
+            if model:
+                self.logic.checkImportedModel(model)
+            request = WorkerRequest(
+                image,
+                la_label=self.logic.labelVolume(p.laLabel, p.inputVolume, "Left atrium"),
+                scar_label=self.logic.labelVolume(p.scarLabel, p.inputVolume, "Scar"),
+                model=model, device=p.device, band_mm=(p.bandStartMm, p.bandEndMm),
+                keep_largest=p.keepLargest, baselines=None if p.method == MTL_SESA else [p.method])
+            self._worker = Worker(request, python=pythonForWorker()).start()
+        except LAScarSegError as exc:
+            self._setStatus(str(exc), error=True)
+            return
+        except Exception as exc:
+            logging.exception("LAScarSeg: could not start the run")
+            self._setStatus(_("Could not start the run: ") + str(exc), error=True)
+            return
+        self._workerInput = p.inputVolume
+        self.ui.progressBar.value = 0
+        self._setStatus(_("Starting..."))
+        self._timer.start()
+        self._checkCanApply()
+
+    def _onPoll(self) -> None:
+        worker = self._worker
+        if worker is None:
+            self._timer.stop()
+            return
+        for message in worker.poll():
+            if message.kind == "progress":
+                self.ui.progressBar.value = int(1000 * message.fraction)
+                self._setStatus(message.text)
+        if worker.state == "running":
+            return
+        self._timer.stop()
+        self._worker = None
+        self._finish(worker)
+        self._checkCanApply()
+
+    def _finish(self, worker) -> None:
+        from LAScarSegLib.errors import Cancelled, LAScarSegError
+
+        try:
+            pipelineResult = worker.result()
+            p = self._parameterNode
+            result = self.logic.addResultToScene(self._workerInput, pipelineResult,
+                                                 bandMm=(p.bandStartMm, p.bandEndMm))
+        except Cancelled:
+            self._setStatus(_("Cancelled: the scene is as it was."))
+            return
+        except LAScarSegError as exc:
+            self._setStatus(str(exc), error=True)
+            return
+        except Exception as exc:
+            logging.exception("LAScarSeg: the run failed")
+            self._setStatus(_("The run failed: ") + str(exc), error=True)
+            return
+        self.ui.progressBar.value = 1000
+        self._showResult(result)
+
+    def _stopWorker(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+        if hasattr(self, "ui"):
+            self.ui.progressBar.value = 0
+            self._checkCanApply()
+
+    def onRequantifyButton(self) -> None:
+        from LAScarSegLib.errors import LAScarSegError
+
+        result = self._lastResult
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Re-quantification failed."), waitCursor=True):
+                new = self.logic.requantify(self._workerInput or self._parameterNode.inputVolume,
+                                            result.segmentation, result)
+        except LAScarSegError as exc:
+            self._setStatus(str(exc), error=True)
+            return
+        self._showResult(new)
+        self._setStatus(_("Re-quantified on the edited LA segment."))
+
+    def onImportModel(self) -> None:
+        import qt
+
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a LAScarSeg model"), "",
+                                              _("TorchScript model (*.pt)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
+            entry = self.logic.importModel(path)
+            self._fillModels()
+            self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.count - 1
+            self._setStatus(_("Imported model ") + f"{entry['name']} {entry['version']}")
+
+    # ------------------------------------------------------------------------- torch
+    def ensureTorch(self) -> bool:
+        """Torch through the PyTorch extension, after the user's confirmation (never silently)."""
+        if importlib.util.find_spec("torch") is not None:
+            return True
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay(_("LAScarSeg needs PyTorch. Install the 'PyTorch' extension from the "
+                                       "Extensions Manager, restart Slicer, and try again."))
+            return False
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if torchLogic.torchInstalled():
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                _("LAScarSeg needs PyTorch, which is not installed yet. Install it now through the PyTorch "
+                  "extension? This downloads about 1-3 GB and may take several minutes.")):
+            return False
+        torch = torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=">=2.9")
+        return torch is not None
+
+    # ---------------------------------------------------------------------------- output
+    def _setStatus(self, text: str, error: bool = False) -> None:
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.setStyleSheet("color: #b00020" if error else "")
+        if error:
+            logging.error("LAScarSeg: %s", text)
+
+    def _showResult(self, result) -> None:
+        self._lastResult = result
+        self.ui.resultsLabel.text = self.logic.resultsHtml(result.report)
+        self.ui.resultsCollapsibleButton.collapsed = False
+        self._setStatus(_("Done. Edit the 'Left atrium' segment and press Re-quantify to update the scar map."))
+        appLogic = slicer.app.applicationLogic()
+        appLogic.GetSelectionNode().SetActiveTableID(result.metricsTable.GetID())
+        appLogic.PropagateTableSelection()
+        self._checkCanApply()
+
+
+def vtkModifiedEvent() -> int:
+    import vtk
+
+    return vtk.vtkCommand.ModifiedEvent
 
 
 # -------------------------------------------------------------------------------------- logic
-class LAScarSegLogic(ScriptedLoadableModuleLogic):
-    """Minimal logic for now: module status and the library self-check used by the self-test.
+class LAScarSegLogic(ScriptedLoadableModuleLogic, _libraryLogic()):
+    """The library's logic (process, addResultToScene, requantify) with Slicer's module logic.
 
-    The segmentation logic (``process``, ``addResultToScene``, ``requantify``) lives in
-    ``LAScarSegLib.logic`` (CONTRACTS section 7) and is connected here in the GUI issue.
+    ``slicer.util.getModuleLogic("LAScarSeg").process(volumeNode)`` blocks until the results are
+    in the scene; the widget runs the same pipeline in a background process instead.
     """
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self, parent)
 
     def resourcePath(self, filename: str) -> str:
         return resourcePath(filename)
+
+    def getParameterNode(self):
+        return LAScarSegParameterNode(super().getParameterNode())
 
     @staticmethod
     def status() -> dict:
@@ -219,6 +513,42 @@ class LAScarSegLogic(ScriptedLoadableModuleLogic):
             "torchInstalled": importlib.util.find_spec("torch") is not None,
             "modelRegistry": os.path.isfile(registry),
         }
+
+    @staticmethod
+    def intendedUse() -> str:
+        from LAScarSegLib.export import INTENDED_USE
+
+        return INTENDED_USE
+
+    @staticmethod
+    def availableModels() -> list:
+        from LAScarSegLib.logic import available_models
+
+        return available_models()
+
+    @staticmethod
+    def importModel(path: str) -> dict:
+        from LAScarSegLib.logic import import_model
+
+        return import_model(path)
+
+    @staticmethod
+    def checkImportedModel(path: str) -> None:
+        from LAScarSegLib.logic import check_imported_model
+
+        check_imported_model(path)
+
+    @staticmethod
+    def loadPhantom(seed: int = 0) -> dict:
+        from LAScarSegLib.logic import load_phantom
+
+        return load_phantom(slicer.mrmlScene, seed)
+
+    @staticmethod
+    def resultsHtml(report: dict) -> str:
+        from LAScarSegLib.logic import results_html
+
+        return results_html(report)
 
     @staticmethod
     def phantomAvailable() -> bool:
@@ -277,7 +607,10 @@ class LAScarSegLogic(ScriptedLoadableModuleLogic):
 
 # --------------------------------------------------------------------------------------- test
 class LAScarSegTest(ScriptedLoadableModuleTest):
-    """Self-test: real checks through the library, without torch and without network access."""
+    """Self-test: the library, the phantom, and a full run with the bundled model on the phantom,
+    checked by the same functions as the pytest suite (LAScarSegLib.logic_checks). It never
+    installs anything: without PyTorch or a bundled model the segmentation test is skipped and
+    says why."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -290,6 +623,8 @@ class LAScarSegTest(ScriptedLoadableModuleTest):
             self.test_PhantomLabels()
         else:
             self.delayDisplay("LAScarSegLib.phantom.make_phantom not found: phantom check not run")
+        self.setUp()
+        self.test_SegmentPhantom()
 
     def test_LibraryAndResources(self):
         self.delayDisplay("Checking the library and the resources")
@@ -313,3 +648,22 @@ class LAScarSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(problems, [], "; ".join(problems))
         logging.info("%s self-test: phantom labels consistent", MODULE_NAME)
         self.delayDisplay("Phantom labels consistent")
+
+    def test_SegmentPhantom(self):
+        """process() on the phantom with the bundled model, then the checks pytest runs."""
+        if importlib.util.find_spec("torch") is None:
+            self.skipTest("PyTorch is not installed (the self-test installs nothing): segmentation not tested")
+        if not LAScarSegLogic.status()["modelRegistry"]:
+            self.skipTest("no bundled model in Resources/Models: segmentation not tested")
+        from LAScarSegLib import logic_checks
+
+        self.delayDisplay("Segmenting the phantom with the bundled model (CPU: about a minute)")
+        nodes = LAScarSegLogic().loadPhantom(seed=0)
+        logic = slicer.util.getModuleLogic(MODULE_NAME)
+        result = logic.process(nodes["image"], nodes["la"], nodes["scar"])
+        logic_checks.check_outputs(result, nodes["image"])
+        self.assertGreater(result.report["metrics"]["la"]["dice"], 0.5)
+        again = logic.addResultToScene(nodes["image"], result.pipelineResult)
+        logic_checks.check_outputs(again, nodes["image"])
+        self.assertFalse(slicer.mrmlScene.IsNodePresent(result.segmentation), "a second run must replace outputs")
+        self.delayDisplay("Phantom segmented; outputs checked")

@@ -40,6 +40,9 @@ class PipelineResult:
     mesh: Any  # vtkPolyData in LPS mm with ScarProbability and Scar point arrays
     report: dict[str, Any]
     labels: dict[str, Volume] = field(default_factory=dict)  # manual labels on the image grid
+    # Kept so that the Slicer logic can re-quantify an edited LA without running the network again:
+    prediction: Any = None  # predict.Prediction (probabilities on the image grid)
+    card: dict[str, Any] = field(default_factory=dict)  # the model card (wall band, name, version)
 
 
 class _Stages:
@@ -185,7 +188,7 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     if baselines:
         report["baselines"] = st.run("metrics", lambda: _baselines(img, la, mesh, labels, baselines, wall_mm, band))
     report["timings_s"] = dict(st.timings)
-    return PipelineResult(img, la, wall, scar, scar_prob, mesh, report, labels)
+    return PipelineResult(img, la, wall, scar, scar_prob, mesh, report, labels, pred, dict(card))
 
 
 def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods: Sequence[str], wall_mm: float,

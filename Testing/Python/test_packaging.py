@@ -434,7 +434,10 @@ _PROBE = textwrap.dedent(
         def __init__(self, path):
             self.path = path
 
-    slicer = stub("slicer", mrmlScene=Scene(), __path__=[])
+    # MRML node classes the module names in its parameter class (type annotations only).
+    node_classes = {n: type(n, (), {}) for n in ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode",
+                                                 "vtkMRMLSegmentationNode")}
+    slicer = stub("slicer", mrmlScene=Scene(), __path__=[], **node_classes)
     slicer.ScriptedLoadableModule = stub(
         "slicer.ScriptedLoadableModule",
         ScriptedLoadableModule=ScriptedLoadableModule,
@@ -444,10 +447,11 @@ _PROBE = textwrap.dedent(
     )
     slicer.i18n = stub("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
     slicer.util = stub("slicer.util", VTKObservationMixin=object)
-    slicer.parameterNodeWrapper = stub("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls)
+    slicer.parameterNodeWrapper = stub("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls,
+                                       Choice=lambda *a, **k: None, WithinRange=lambda *a, **k: None)
     stub("qt", QIcon=QIcon)
     stub("ctk")
-    stub("vtk")
+    # vtk is not stubbed: it is a pip package, and LAScarSegLib.logic (the Logic's base) uses it.
 
     spec = importlib.util.spec_from_file_location("LAScarSeg", module_file)
     module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,113 @@
+"""Checks of LAScarSegLogic's outputs, shared by pytest (test_logic.py) and the module's self-test.
+
+Plain functions that raise AssertionError with a message: the Slicer self-test (LAScarSegTest in
+LAScarSeg.py) calls the same ones inside Slicer, so both run one definition of "right". They ship
+with the library for that reason; `LAScarSegLib.logic` (which imports slicer) is imported inside
+the functions, so importing this module needs neither slicer nor torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+
+
+def node_ids(scene) -> list[str]:
+    nodes = scene.GetNodes()
+    return [nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())]
+
+
+def flat_leaves(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Every leaf of the report's la, scar and metrics by dotted path (written independently of report_rows)."""
+    out: dict[str, Any] = {}
+    stack = [(k, report[k]) for k in ("la", "scar", "metrics") if k in report]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, Mapping):
+            stack += [(f"{path}.{k}", v) for k, v in value.items()]
+        else:
+            out[path] = value
+    return out
+
+
+def check_segmentation(result) -> None:
+    from .logic import LA_COLOR, LA_SEGMENT, SCAR_COLOR, SCAR_SEGMENT
+
+    node = result.segmentation
+    seg = node.GetSegmentation()
+    names = [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())]
+    assert names == [LA_SEGMENT, SCAR_SEGMENT], names
+    for name, colour, code in ((LA_SEGMENT, LA_COLOR, "82471001"), (SCAR_SEGMENT, SCAR_COLOR, "12402003")):
+        segment = seg.GetSegment(seg.GetSegmentIdBySegmentName(name))
+        np.testing.assert_allclose(segment.GetColor(), colour, atol=1e-6)
+        assert code in segment.GetTerminology(), (name, segment.GetTerminology())
+    assert seg.ContainsRepresentation("Closed surface"), "no closed surface for the 3D view"
+    display = node.GetDisplayNode()
+    assert display.GetVisibility3D() and display.GetPreferredDisplayRepresentationName3D() == "Closed surface"
+
+
+def check_surface_model(result) -> None:
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    from .logic import LA_SEGMENT, NORMAL_WALL_COLOR, SCAR_COLOR, SURFACE_NAME
+
+    model = result.surfaceModel
+    assert model.GetName() == SURFACE_NAME
+    poly = model.GetPolyData()
+    assert poly.GetNumberOfPoints() > 1000
+    point_data = poly.GetPointData()
+    prob, scar = point_data.GetArray("ScarProbability"), point_data.GetArray("Scar")
+    assert prob is not None and scar is not None, "ScarProbability and Scar point arrays are needed"
+    p, s = vtk_to_numpy(prob), vtk_to_numpy(scar)
+    assert p.min() >= 0 and p.max() <= 1 and set(np.unique(s)) <= {0, 1}
+    display = model.GetDisplayNode()
+    assert display.GetActiveScalarName() == "Scar" and display.GetScalarVisibility()
+    assert display.GetScalarRangeFlag() == display.UseManualScalarRange
+    assert tuple(display.GetScalarRange()) == (0.0, 1.0)
+    table = display.GetColorNode()
+    assert table.GetNumberOfColors() == 2 and table.GetColorName(0) == "Normal wall" and table.GetColorName(1) == "Scar"
+    np.testing.assert_allclose(table.GetLookupTable().GetTableValue(0)[:3], NORMAL_WALL_COLOR, atol=1 / 255)  # 8-bit table
+    np.testing.assert_allclose(table.GetLookupTable().GetTableValue(1)[:3], SCAR_COLOR, atol=1 / 255)
+    legends = [model.GetNthDisplayNode(i) for i in range(model.GetNumberOfDisplayNodes())
+               if model.GetNthDisplayNode(i).IsA("vtkMRMLColorLegendDisplayNode")]
+    assert len(legends) == 1 and legends[0].GetVisibility(), "the surface needs a visible colour legend"
+    # The surface lies on the LA segment: same centre in RAS within a few mm.
+    seg = result.segmentation
+    centre = np.asarray(seg.GetSegmentCenterRAS(seg.GetSegmentation().GetSegmentIdBySegmentName(LA_SEGMENT)))
+    bounds = np.asarray(poly.GetBounds()).reshape(3, 2)
+    assert np.abs(bounds.mean(axis=1) - centre).max() < 10.0, (bounds.mean(axis=1), centre)
+
+
+def check_table(result) -> None:
+    from .logic import report_rows
+
+    table = result.metricsTable
+    assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == ["Metric", "Value", "Unit"]
+    rows = [tuple(table.GetCellText(r, c) for c in range(3)) for r in range(table.GetNumberOfRows())]
+    leaves = flat_leaves(result.report)
+    assert sorted(r[0] for r in rows) == sorted(leaves), (rows, leaves)
+    for metric, value, unit in rows:
+        expected = leaves[metric]
+        if isinstance(expected, float):
+            assert float(value) == expected, (metric, value, expected)
+        else:
+            assert value == ("" if expected is None else str(expected)), (metric, value, expected)
+    assert rows == report_rows(result.report)
+    units = {m: u for m, _, u in rows}
+    assert units["la.volume_ml"] == "mL" and units["scar.burden_surface_pct"] == "%"
+
+
+def check_outputs(result, inputVolume) -> None:
+    """Everything one run puts into the scene, and that it belongs to `inputVolume`."""
+    from .logic import INPUT_REFERENCE, OUTPUT_ATTRIBUTE, LAScarSegLogic
+
+    check_segmentation(result)
+    check_surface_model(result)
+    check_table(result)
+    found = LAScarSegLogic.findOutputs(inputVolume)
+    assert found == {"segmentation": result.segmentation, "surface": result.surfaceModel,
+                     "table": result.metricsTable}, found
+    for node in found.values():
+        assert node.GetAttribute(OUTPUT_ATTRIBUTE) and node.GetNodeReferenceID(INPUT_REFERENCE) == inputVolume.GetID()

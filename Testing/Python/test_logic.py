@@ -1,0 +1,406 @@
+"""LAScarSegLogic (CONTRACTS section 7) on a real slicer-core MRML scene with a phantom.
+
+Two full pipeline runs in this file: `process` once (labels given, the LA label on another grid,
+the scar label as a segmentation) and nothing else re-runs the network: the other tests put that
+run's `PipelineResult` into fresh scenes with `addResultToScene`, re-quantify it, or stop early
+(cancel, failures). The model is the registered default (`model=None`); LASCARSEG_TEST_MODEL
+points at another .pt file for development only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import slicer_harness as sh
+
+if not sh.HAVE_SLICER_CORE:
+    pytest.skip(sh.SLICER_CORE_MISSING, allow_module_level=True)
+
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
+
+from LAScarSegLib import logic_checks as checks  # noqa: E402
+from LAScarSegLib.errors import Cancelled, InputError, ModelError  # noqa: E402
+from LAScarSegLib.image import Geometry, Volume, resample  # noqa: E402
+from LAScarSegLib.logic import (  # noqa: E402
+    LA_SEGMENT,
+    SCAR_SEGMENT,
+    LAScarSegLogic,
+    report_rows,
+    requantified,
+    segments_to_volume,
+    volume_to_node,
+)
+from LAScarSegLib.phantom import make_phantom  # noqa: E402
+from LAScarSegLib.projection import surface_burden_pct  # noqa: E402
+
+MODEL = os.environ.get("LASCARSEG_TEST_MODEL") or None  # None: the registered default model
+SEED = 30_011
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(SEED)
+
+
+def _study(scene, node):
+    """Put `node` under patient/study items, as the DICOM browser does."""
+    shn = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = shn.CreateSubjectItem(shn.GetSceneItemID(), "patient")
+    study = shn.CreateStudyItem(patient, "study")
+    shn.CreateItem(study, node)  # plain MRML has no subject hierarchy plugins that make items
+    return shn, study
+
+
+@pytest.fixture(scope="module")
+def processed(mrml_harness, phantom):
+    """One `process` run: LA labelmap on a coarser grid, scar label as a segmentation node."""
+    mrml_harness.clear()
+    scene = mrml_harness.scene
+    with mrml_harness.slicer_globals():
+        image = volume_to_node(phantom.image, "lge")
+        coarse = Geometry(size=(104, 104, 40), spacing=(1.25, 1.25, 2.5), origin=phantom.image.geometry.origin,
+                          direction=phantom.image.geometry.direction)
+        la_label = volume_to_node(resample(phantom.la, coarse, interpolation="nearest"), "manual LA", labelmap=True)
+        scar_labelmap = volume_to_node(phantom.scar, "manual scar", labelmap=True)
+        scar_seg = sh.labelmap_to_segmentation(scar_labelmap, closed_surface=False)
+        shn, study = _study(scene, image)
+        user = {n.GetID(): (n.GetMTime(), n.GetNumberOfNodeReferenceRoles()) for n in (image, la_label, scar_seg)}
+        before = set(checks.node_ids(scene))
+        fractions: list[float] = []
+        t0 = time.perf_counter()
+        result = LAScarSegLogic().process(image, la_label, scar_seg, model=MODEL,
+                                          progress=lambda f, m: fractions.append(f))
+        seconds = time.perf_counter() - t0
+        return dict(result=result, image=image, la_label=la_label, scar_seg=scar_seg, before=before, user=user,
+                    fractions=fractions, seconds=seconds, shn=shn, study=study, scene=scene)
+
+
+# --------------------------------------------------------------- the process run (keep these first)
+def test_process_puts_the_three_outputs_into_the_scene(processed) -> None:
+    result, image, scene = processed["result"], processed["image"], processed["scene"]
+    checks.check_outputs(result, image)
+    added = set(checks.node_ids(scene)) - processed["before"]
+    classes = sorted(scene.GetNodeByID(i).GetClassName() for i in added)
+    assert classes.count("vtkMRMLSegmentationNode") == 1 and classes.count("vtkMRMLModelNode") == 1
+    assert classes.count("vtkMRMLTableNode") == 1
+    # Placed under the input's study in the subject hierarchy.
+    shn, study = processed["shn"], processed["study"]
+    for node in (result.segmentation, result.surfaceModel, result.metricsTable):
+        assert shn.GetItemParent(shn.GetItemByDataNode(node)) == study, node.GetName()
+    # Progress came with real, rising fractions up to the end.
+    fractions = processed["fractions"]
+    assert len(fractions) > 10 and fractions == sorted(fractions) and fractions[-1] >= 0.97
+
+
+def test_process_uses_the_labels_and_leaves_the_user_nodes_alone(processed, phantom) -> None:
+    report = processed["result"].report
+    assert set(report["metrics"]) == {"la", "scar"}
+    assert report["metrics"]["la"]["dice"] > 0.5  # the model found the phantom's LA
+    # The LA label was on a 1.25 x 1.25 x 2.5 mm grid: resampled onto the image grid, with a warning.
+    assert any("LA label" in w and "resampled" in w for w in report["warnings"]), report["warnings"]
+    # The scar segmentation was exported on the input's grid: the pipeline saw the phantom's scar.
+    assert processed["result"].pipelineResult.labels["scar"].array.sum() == phantom.scar.array.sum()
+    for node in (processed["image"], processed["la_label"], processed["scar_seg"]):
+        assert (node.GetMTime(), node.GetNumberOfNodeReferenceRoles()) == processed["user"][node.GetID()], node.GetName()
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(processed["image"]), phantom.image.array)
+    print(f"process() on {phantom.image.geometry.size}: {processed['seconds']:.1f} s")
+
+
+# ------------------------------------------------------------------ addResultToScene on fresh scenes
+def test_second_run_replaces_the_outputs_of_that_input_only(mrml, processed, phantom) -> None:
+    pr = processed["result"].pipelineResult
+    logic = LAScarSegLogic()
+    first_input = volume_to_node(phantom.image, "first")
+    other_input = volume_to_node(phantom.image, "other")
+    first = logic.addResultToScene(first_input, pr)
+    other = logic.addResultToScene(other_input, pr)
+    count = mrml.scene.GetNumberOfNodes()
+    again = logic.addResultToScene(first_input, pr)
+    checks.check_outputs(again, first_input)
+    assert mrml.scene.GetNumberOfNodes() == count  # replaced, not piled up (display nodes included)
+    for old in (first.segmentation, first.surfaceModel, first.metricsTable):
+        assert not mrml.scene.IsNodePresent(old)
+    checks.check_outputs(other, other_input)  # the other input's outputs are untouched
+    tables = mrml.scene.GetNodesByClass("vtkMRMLColorTableNode")
+    ours = [tables.GetItemAsObject(i) for i in range(tables.GetNumberOfItems())
+            if tables.GetItemAsObject(i).GetAttribute("LAScarSeg.ColorTable")]
+    assert len(ours) == 1  # one shared "normal wall / scar" table
+
+
+def test_a_failing_add_leaves_the_scene_as_it_was(mrml, processed, phantom) -> None:
+    pr = processed["result"].pipelineResult
+    logic = LAScarSegLogic()
+    node = volume_to_node(phantom.image, "lge")
+    first = logic.addResultToScene(node, pr)
+    ids = checks.node_ids(mrml.scene)
+    broken = vtk.vtkPolyData()
+    broken.DeepCopy(pr.mesh)
+    broken.GetPointData().RemoveArray("Scar")  # fails after the segmentation node was added
+    with pytest.raises(InputError, match="Scar"):
+        logic.addResultToScene(node, dataclasses.replace(pr, mesh=broken))
+    assert checks.node_ids(mrml.scene) == ids
+    checks.check_outputs(first, node)  # the earlier outputs are still there and complete
+    # A result from another grid is refused before anything is added.
+    other = volume_to_node(Volume(phantom.image.array[:, :, :100].copy(), Geometry(
+        (100, 208, 80), phantom.image.geometry.spacing, phantom.image.geometry.origin,
+        phantom.image.geometry.direction)), "cropped")
+    ids = checks.node_ids(mrml.scene)
+    with pytest.raises(InputError, match="another grid"):
+        logic.addResultToScene(other, pr)
+    assert checks.node_ids(mrml.scene) == ids
+
+
+def _truth_prediction(pr, phantom):
+    """The run's result with the network's scar probabilities replaced by the phantom's truth
+    (p_scar = 1 on scar, p_normal = 1 on normal wall), so that the expected scar is known
+    whatever the model's training state; the LA is still the network's."""
+    scar = phantom.scar.array.astype(np.float32)
+    normal = phantom.wall.array.astype(np.float32) * (1 - scar)
+    pred = dataclasses.replace(pr.prediction, p_scar=phantom.scar.with_array(scar),
+                               p_normal=phantom.scar.with_array(normal))
+    return requantified(dataclasses.replace(pr, prediction=pred), pr.la)
+
+
+def _model_points_index(model, geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x voxel index, Scar, area) per point of a model node (RAS) on the image grid."""
+    poly = model.GetPolyData()
+    ras = vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
+    ijk = geometry.physical_to_index(ras * np.array([-1.0, -1.0, 1.0]))
+    scar = vtk_to_numpy(poly.GetPointData().GetArray("Scar")) > 0
+    return ijk[:, 0], scar, _point_areas(poly)
+
+
+def test_requantify_after_an_edit_of_the_LA_segment(mrml, processed, phantom) -> None:
+    pr = _truth_prediction(processed["result"].pipelineResult, phantom)
+    logic = LAScarSegLogic()
+    node = volume_to_node(phantom.image, "lge")
+    first = logic.addResultToScene(node, pr)
+    seg = first.segmentation
+    la_id = seg.GetSegmentation().GetSegmentIdBySegmentName(LA_SEGMENT)
+    la = slicer.util.arrayFromSegmentBinaryLabelmap(seg, la_id, node)
+    # The edit, as Segment Editor's eraser makes it (through the segment's labelmap): everything
+    # of the LA on one side of the plane x = cut (voxel index) goes.
+    cut = int(np.median(np.argwhere(la > 0)[:, 2]))
+    edited = la.copy()
+    edited[:, :, :cut] = 0
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited, seg, la_id, node)
+    count = mrml.scene.GetNumberOfNodes()
+    new = logic.requantify(node, seg, first)
+    assert not mrml.scene.IsNodePresent(first.segmentation) and mrml.scene.GetNumberOfNodes() == count
+    checks.check_outputs(new, node)
+    # The LA volume follows the edit exactly (voxel count x voxel volume); the new LA segment is
+    # the edited one; the scar lies in the wall band of the new LA.
+    voxel_ml = phantom.image.geometry.voxel_volume_mm3 / 1000
+    assert new.report["la"]["volume_ml"] == pytest.approx(edited.sum() * voxel_ml, abs=0.01)
+    new_la = slicer.util.arrayFromSegmentBinaryLabelmap(
+        new.segmentation, new.segmentation.GetSegmentation().GetSegmentIdBySegmentName(LA_SEGMENT), node)
+    np.testing.assert_array_equal(new_la > 0, edited > 0)
+    assert not (new.pipelineResult.scar.array.astype(bool) & ~new.pipelineResult.wall.array.astype(bool)).any()
+    # The burden follows the edit: the scar area on the kept side stays (within 10 %), the new cap
+    # at the cut (blood pool, p_scar = 0 there) carries none, and the burden is that scar area over
+    # the new surface's area, as recomputed here from the model node's own points.
+    g = phantom.image.geometry
+    x_old, scar_old, area_old = _model_points_index(first.surfaceModel, g)
+    x_new, scar_new, area_new = _model_points_index(new.surfaceModel, g)
+    kept_old, kept_new = x_old > cut + 3, x_new > cut + 3
+    assert area_old[kept_old & scar_old].sum() > 100.0  # mm^2: there is scar to follow
+    assert area_new[kept_new & scar_new].sum() == pytest.approx(area_old[kept_old & scar_old].sum(), rel=0.10)
+    cap = np.abs(x_new - cut) < 1.0
+    assert cap.sum() > 50 and scar_new[cap].mean() < 0.05
+    expected = 100.0 * area_new[scar_new].sum() / area_new.sum()
+    assert new.report["scar"]["burden_surface_pct"] == pytest.approx(expected, abs=0.01)
+    assert new.report["scar"]["burden_surface_pct"] != first.report["scar"]["burden_surface_pct"]
+    assert any("re-quantified" in w for w in new.report["warnings"])
+    assert new.report["metrics"]["la"]["dice"] < first.report["metrics"]["la"]["dice"]  # half an LA scores lower
+
+
+def _point_areas(poly) -> np.ndarray:
+    pts = vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
+    cells = vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    a, b, c = pts[cells[:, 0]], pts[cells[:, 1]], pts[cells[:, 2]]
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    return np.bincount(cells.ravel(), weights=np.repeat(area / 3, 3), minlength=len(pts))
+
+
+# ---------------------------------------------------------------------- failures and cancel
+def test_bad_inputs_leave_the_scene_unchanged(mrml, phantom) -> None:
+    logic = LAScarSegLogic()
+    image = volume_to_node(phantom.image, "lge")
+    ids = checks.node_ids(mrml.scene)
+    with pytest.raises(InputError, match="no input volume"):
+        logic.process(None, model=MODEL)
+    flat = volume_to_node(Volume(phantom.image.array[40:41].copy(), Geometry((208, 208, 1), (0.625, 0.625, 1.25), (0.0, 0.0, 0.0))), "2D")
+    rgb = mrml.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    data = vtk.vtkImageData()
+    data.SetDimensions(8, 8, 8)
+    data.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    rgb.SetAndObserveImageData(data)
+    ids = checks.node_ids(mrml.scene)
+    with pytest.raises(InputError, match="not a 3D volume"):
+        logic.process(flat, model=MODEL)
+    with pytest.raises(InputError, match="components"):
+        logic.process(rgb, model=MODEL)
+    with pytest.raises(ModelError, match="does not exist"):
+        logic.process(image, model="/nonexistent/model.pt")
+    assert checks.node_ids(mrml.scene) == ids
+
+
+def test_cancel_raises_within_2_s_and_adds_nothing(mrml, phantom) -> None:
+    image = volume_to_node(phantom.image, "lge")
+    ids = checks.node_ids(mrml.scene)
+    cancel = threading.Event()
+    set_at: list[float] = []
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("inference") and fraction > 0.06 and not cancel.is_set():
+            cancel.set()  # mid-inference, as the Cancel button does from another thread
+            set_at.append(time.perf_counter())
+
+    with pytest.raises(Cancelled):
+        LAScarSegLogic().process(image, model=MODEL, progress=progress, cancel=cancel)
+    assert set_at, "inference never reported progress"
+    assert time.perf_counter() - set_at[0] < 2.0
+    assert checks.node_ids(mrml.scene) == ids
+
+
+# ----------------------------------------------------------------------------- segmentation input
+def test_segments_to_volume_reads_a_segment_on_the_input_grid(mrml, phantom) -> None:
+    image = volume_to_node(phantom.image, "lge")
+    table = sh.add_label_color_table({1: LA_SEGMENT, 2: SCAR_SEGMENT})
+    labels = phantom.la.array.astype(np.uint8) + 2 * phantom.scar.array.astype(np.uint8)
+    seg = sh.labelmap_to_segmentation(volume_to_node(Volume(labels, phantom.image.geometry), "labels",
+                                                     labelmap=True, color_node=table), closed_surface=False)
+    ids = checks.node_ids(mrml.scene)
+    la = LAScarSegLogic.labelVolume(seg, image, LA_SEGMENT)
+    assert checks.node_ids(mrml.scene) == ids  # the temporary labelmap went again
+    assert la.geometry.same_grid(phantom.image.geometry)
+    np.testing.assert_array_equal(la.array, phantom.la.array)
+    both = segments_to_volume(seg, [seg.GetSegmentation().GetNthSegmentID(i) for i in range(2)], image)
+    np.testing.assert_array_equal(both.array, (labels > 0).astype(np.uint8))
+
+
+def test_report_rows_have_units_from_the_key_names() -> None:
+    report = {"la": {"volume_ml": 101.5, "components_removed": 0}, "scar": {"burden_surface_pct": 12.25,
+              "utah_stage": "II"}, "metrics": {"la": {"hd_mm": 3.0, "hd95_vox": 4.5, "dice": None}},
+              "warnings": ["not a row"]}
+    assert report_rows(report) == [("la.volume_ml", "101.5", "mL"), ("la.components_removed", "0", ""),
+                                   ("scar.burden_surface_pct", "12.25", "%"), ("scar.utah_stage", "II", ""),
+                                   ("metrics.la.hd_mm", "3.0", "mm"), ("metrics.la.hd95_vox", "4.5", "voxels"),
+                                   ("metrics.la.dice", "", "")]
+
+
+# ---------------------------------------------------------------------------------------- render
+def test_render_of_the_LA_surface_shows_the_scar_area(mrml, processed, phantom, tmp_path) -> None:
+    """Slicer's model displayable manager draws the surface with the Scar colours: the fraction of
+    scar-coloured pixels tracks the scar fraction of the surface's visible (projected) area."""
+    pr = _truth_prediction(processed["result"].pipelineResult, phantom)  # a known, real scar pattern
+    assert 2.0 < surface_burden_pct(pr.mesh) < 90.0
+    node = volume_to_node(phantom.image, "lge")
+    result = LAScarSegLogic().addResultToScene(node, pr)
+    result.segmentation.GetDisplayNode().SetVisibility(False)
+    measured = {}
+    views = {"anterior": (0, 1, 0), "posterior": (0, -1, 0), "right": (1, 0, 0), "left": (-1, 0, 0),
+             "superior": (0, 0, 1), "inferior": (0, 0, -1)}
+    for view, eye in views.items():
+        png = sh.render_scene_to_png(mrml.scene, tmp_path / f"{view}.png", size=(400, 400), view_direction=view,
+                                     app_logic=mrml.app_logic, show_segmentations=False)
+        rgb = sh.read_png(png).astype(int)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        scar = (r > 25) & (r > 2.5 * g) & (r > 2.5 * b)
+        wall = (b > 25) & (b > r) & (g > 0.6 * r)
+        assert scar.sum() + wall.sum() > 0.9 * (rgb.sum(axis=2) > 0).sum()  # every lit pixel is one or the other
+        measured[view] = (scar.sum() / (scar.sum() + wall.sum()), _visible_scar_fraction(result.surfaceModel, eye))
+    for view, (pixels, area) in measured.items():
+        assert pixels == pytest.approx(area, abs=0.03), (view, measured)
+    # Where two views differ clearly in visible scar, the pictures differ the same way.
+    for v1 in views:
+        for v2 in views:
+            if measured[v1][1] > measured[v2][1] + 0.03:
+                assert measured[v1][0] > measured[v2][0], (v1, v2, measured)
+
+
+def _visible_scar_fraction(model, eye, cell_mm: float = 1.0, depth_tol_mm: float = 1.5) -> float:
+    """Scar share of the visible surface seen orthographically from direction `eye`, by a small
+    software z-buffer independent of VTK's renderer: triangles facing the camera, binned by
+    their centroid on a `cell_mm` grid across the view; in each cell only those within
+    `depth_tol_mm` of the nearest count, weighted by their projected area."""
+    poly = model.GetPolyData()
+    pts = vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
+    cells = vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    scar = vtk_to_numpy(poly.GetPointData().GetArray("Scar")).astype(float)
+    e = np.asarray(eye, float) / np.linalg.norm(eye)
+    u = np.cross(e, [0.0, 0.0, 1.0] if abs(e[2]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(e, u)
+    a, b, c = pts[cells[:, 0]], pts[cells[:, 1]], pts[cells[:, 2]]
+    projected = np.cross(b - a, c - a) @ e / 2  # signed projected area (outward normals)
+    centre = (a + b + c) / 3
+    depth = centre @ e  # larger: nearer the camera
+    facing = projected > 0
+    ij = np.floor(np.c_[centre @ u, centre @ v] / cell_mm).astype(np.int64)
+    key = (ij[:, 0] - ij[:, 0].min()) * (ij[:, 1].max() - ij[:, 1].min() + 1) + (ij[:, 1] - ij[:, 1].min())
+    nearest = np.full(key.max() + 1, -np.inf)
+    np.maximum.at(nearest, key[facing], depth[facing])
+    visible = facing & (depth >= nearest[key] - depth_tol_mm)
+    tri_scar = scar[cells].mean(axis=1)
+    return float((projected * tri_scar)[visible].sum() / projected[visible].sum())
+
+
+# ------------------------------------------------------------------------- models, phantom, text
+def test_imported_models_are_copied_with_their_sha256_and_checked(tmp_path) -> None:
+    from LAScarSegLib.export import resolve_model
+    from LAScarSegLib.logic import available_models, check_imported_model, import_model
+
+    source = Path(MODEL) if MODEL else resolve_model(None)[0]  # the registered default's file
+    folder = tmp_path / "user-models"
+    entry = import_model(source, folder)
+    copied = folder / entry["file"]
+    assert copied.read_bytes() == source.read_bytes() and (folder / "models.json").is_file()
+    listed = available_models(folder)
+    assert listed[0][1] is None  # the bundled default comes first
+    assert (f"Imported: {entry['name']} {entry['version']}", str(copied)) in listed
+    check_imported_model(copied, folder)  # unchanged: accepted
+    with copied.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelError, match="SHA-256 differs"):
+        check_imported_model(copied, folder)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a LAScarSeg model"):
+        import_model(junk, folder)
+    assert not (folder / "junk.pt").exists()  # nothing half-imported stays behind
+    with pytest.raises(InputError, match="does not exist"):
+        import_model(tmp_path / "missing.pt", folder)
+
+
+def test_phantom_sample_data_loads_as_nodes(mrml) -> None:
+    from LAScarSegLib.logic import PHANTOM_NAME, load_phantom
+
+    nodes = load_phantom(mrml.scene, seed=0)
+    ph = make_phantom(0)
+    assert nodes["image"].GetName() == PHANTOM_NAME and nodes["la"].IsA("vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(nodes["image"]), ph.image.array)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(nodes["scar"]), ph.scar.array)
+
+
+def test_results_text_has_burden_stages_metrics_warnings_and_intended_use() -> None:
+    from LAScarSegLib.logic import results_html
+
+    report = {"la": {"volume_ml": 101.54, "components_removed": 0},
+              "scar": {"burden_surface_pct": 12.25, "burden_wall_pct": 9.5, "utah_stage": "II", "decaaf_stage": 2},
+              "metrics": {"la": {"dice": 0.91234}}, "baselines": {"otsu": {"burden_surface_pct": 20.0}},
+              "warnings": ["LA label <x> was resampled"], "intended_use": "Research use only."}
+    text = results_html(report)
+    for needed in ("12.2 % of the LA surface", "Utah stage II", "DECAAF stage 2", "LA volume 101.5 mL",
+                   "dice 0.912", "Baseline otsu: scar burden 20.0 %", "LA label &lt;x&gt; was resampled",
+                   "Research use only."):
+        assert needed in text, (needed, text)

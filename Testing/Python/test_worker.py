@@ -1,0 +1,114 @@
+"""The background worker for real: a separate process, progress, Cancel within 2 s, clear errors.
+
+One full pipeline run (the result comes back and goes into an MRML scene); the cancel test stops
+a run early; the failure tests end within a few seconds. The model is the registered default
+(LASCARSEG_TEST_MODEL points at another .pt file for development only).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from LAScarSegLib.errors import Cancelled, ModelError
+from LAScarSegLib.phantom import make_phantom
+from LAScarSegLib.pipeline import PipelineResult
+from LAScarSegLib.worker import Worker, WorkerError, WorkerRequest, default_launcher
+
+MODEL = os.environ.get("LASCARSEG_TEST_MODEL") or None  # None: the registered default model
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(30_013)
+
+
+class RecordingLauncher:
+    """The real launcher, recording what it was asked to start (the launcher is injectable)."""
+
+    def __init__(self):
+        self.calls: list[tuple[list[str], dict]] = []
+
+    def __call__(self, command, **kwargs):
+        self.calls.append((list(command), kwargs))
+        return default_launcher(command, **kwargs)
+
+
+def test_worker_runs_the_pipeline_in_another_process_and_hands_back_the_result(phantom, mrml) -> None:
+    launcher = RecordingLauncher()
+    worker = Worker(WorkerRequest(phantom.image, la_label=phantom.la, model=MODEL, threads=2),
+                    launcher=launcher).start()
+    assert worker.process.pid != os.getpid() and worker.running()
+    folder = worker.folder
+    messages = []
+    result = worker.wait(timeout=600, on_message=messages.append)
+    command, kwargs = launcher.calls[0]
+    assert command[0] == sys.executable and command[1] == "-c" and "LAScarSegLib.worker import main" in command[2]
+    assert command[3] == str(folder) and kwargs["cwd"] == str(folder)
+    progress = [m.fraction for m in messages if m.kind == "progress"]
+    assert len(progress) > 10 and progress == sorted(progress) and progress[-1] > 0.9
+    assert any(m.text.startswith("inference") for m in messages)
+    assert messages[-1].kind == "done" and worker.state == "done" and worker.process.returncode == 0
+    assert isinstance(result, PipelineResult)
+    assert result.image.geometry.same_grid(phantom.image.geometry)
+    assert result.mesh.GetPointData().GetArray("Scar") is not None
+    assert result.mesh.GetPointData().GetArray("ScarProbability") is not None
+    assert result.report["metrics"]["la"]["dice"] > 0.5 and result.prediction is not None
+    assert not folder.exists()  # the hand-over folder is removed
+    # The main thread puts it into the scene as the widget does.
+    from LAScarSegLib import logic_checks
+    from LAScarSegLib.logic import LAScarSegLogic, volume_to_node
+
+    node = volume_to_node(phantom.image, "lge")
+    logic_checks.check_outputs(LAScarSegLogic().addResultToScene(node, result), node)
+
+
+def test_cancel_ends_the_worker_process_within_2_s(phantom) -> None:
+    worker = Worker(WorkerRequest(phantom.image, model=MODEL)).start()
+    folder = worker.folder
+    deadline = time.monotonic() + 300
+    seen = []
+    while time.monotonic() < deadline and not any(m.text.startswith("inference") for m in seen):
+        seen += worker.poll()
+        assert worker.state == "running", f"the worker ended before inference: {worker.state} {worker.error}"
+        time.sleep(0.05)
+    assert any(m.text.startswith("inference") for m in seen), "no inference progress within 300 s"
+    pid = worker.process.pid
+    t0 = time.perf_counter()
+    seconds = worker.cancel()
+    gone = time.perf_counter() - t0
+    assert worker.process.poll() is not None and gone < 2.0 and seconds < 2.0
+    if os.name != "nt":
+        with pytest.raises(ProcessLookupError):  # reaped: no such process any more
+            os.kill(pid, 0)
+    assert worker.state == "cancelled" and not folder.exists()
+    with pytest.raises(Cancelled):
+        worker.result()
+
+
+def test_a_library_error_comes_back_with_its_type_and_message(phantom) -> None:
+    worker = Worker(WorkerRequest(phantom.image, model="/nonexistent/lascarseg-model.pt")).start()
+    with pytest.raises(ModelError, match="/nonexistent/lascarseg-model.pt: model file does not exist"):
+        worker.wait(timeout=300)
+    assert worker.state == "failed" and worker.process.returncode == 1
+
+
+def test_a_crash_comes_back_as_a_clear_error_with_the_exit_code_and_stderr(phantom) -> None:
+    def crashing(command, **kwargs):
+        code = "import sys; sys.stderr.write('worker exploded\\n'); sys.exit(3)"
+        return default_launcher([sys.executable, "-c", code], **kwargs)
+
+    worker = Worker(WorkerRequest(phantom.image), launcher=crashing).start()
+    with pytest.raises(WorkerError, match=r"exit code 3:\nworker exploded"):
+        worker.wait(timeout=60)
+    with pytest.raises(WorkerError, match="runs once"):
+        worker.start()
+
+
+def test_worker_entry_point_refuses_bad_usage() -> None:
+    proc = subprocess.run([sys.executable, "-m", "LAScarSegLib.worker"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "usage" in proc.stderr
