@@ -228,9 +228,11 @@ def bench_pipeline(cases: Sequence[str | PipelineCase] = ("la-centred", "full-fo
     Each case runs in a fresh child process, so its peak resident memory is its own (a big case
     run first cannot mask a small one) and start-up (imports) is reported apart from the job.
     With `labels` the phantom's truth is passed as manual labels, so the metrics stage runs as in
-    a validation job. Returns one dict per case: the pipeline's stage timings (`timings_s`), the
-    sub-steps inside them (`sub_s`), `wall_s`, `peak_rss_bytes`, `threads`, the model and its
-    registry check, and `targets`.
+    a validation job. Returns one dict per case: the pipeline's stage timings (`timings_s`, wall)
+    with CPU seconds beside them (`stage_cpu_s`), the sub-steps inside them (`sub_s`,
+    `sub_cpu_s`), `wall_s` and `cpu_s` of the whole job, `peak_rss_bytes`, `threads`, the model
+    and its registry check, and `targets`. CPU seconds count every thread of the child; on a
+    machine shared with other work they stay close to what the job costs while wall seconds grow.
     """
     import subprocess
     import tempfile
@@ -357,7 +359,8 @@ def peer_sliding_window(module: Any, image_zyx: np.ndarray, window_zyx: Sequence
         return {k: torch.sigmoid(v.float()) for k, v in module(t).items()}
 
     with torch.inference_mode():
-        module(x[..., : window[0], : window[1], : window[2]])  # warm-up
+        for _ in range(3):  # warm-up: the TorchScript profiling executor optimises after a few calls
+            module(x[..., : window[0], : window[1], : window[2]])
         t0 = time.perf_counter()
         ours = sliding_window(module, image_zyx, window, divisor, overlap=overlap, device=device)
         ours_s = time.perf_counter() - t0

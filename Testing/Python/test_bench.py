@@ -97,7 +97,14 @@ def test_pipeline_table_puts_targets_beside_numbers(tiny_result: dict) -> None:
     for row in ("load", "inference", "postprocess", "surface", "projection", "quantify", "metrics", "write",
                 "snapshot", "load to report", "wall s", "cpu s", "peak resident memory (GB)", "metrics + projection"):
         assert row in text
-    assert text.count("target <= ") == 3 and "MISSED" not in text and "not seen" not in text
+    assert text.count("target <= ") == 3 and "not seen" not in text
+    targets = tiny_result["targets"]
+    for value, target in ((tiny_result["wall_s"], targets["wall_s"]),
+                          (tiny_result["peak_rss_bytes"] / 1024 ** 3, targets["peak_rss_gb"]),
+                          (tiny_result["metrics_projection_s"], targets["metrics_projection_s"])):
+        assert bench._verdict(value, target) in text  # the verdict follows the number, whatever the machine
+    assert bench._verdict(2.0, 1.0).endswith("MISSED") and bench._verdict(1.0, 1.0).endswith("ok")
+    assert bench._verdict(5.0, None) == ""
     assert tiny_result["model"]["sha256"] in text and "sha256" in text
     if TRAINED is None:
         assert "matches models.json" in text
