@@ -17,7 +17,7 @@ from scipy import ndimage
 from .distance import wall_band
 from .errors import InputError, ModelError, NoLAFound
 from .image import Volume, grid_for_spacing, normalise, resample
-from .inference import sliding_window
+from .inference import MAX_WINDOW_VOXELS, inference_window, sliding_window
 
 ProgressFn = Callable[[float, str], None]
 
@@ -81,9 +81,10 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
     card = loaded.card
     grid = grid_for_spacing(image.geometry, card["spacing_mm"])
     img = normalise(resample(image, grid, interpolation="linear"), card["normalisation"])
-    window = tuple(int(p) for p in reversed(card["patch_size"]))
+    patch = tuple(int(p) for p in reversed(card["patch_size"]))
     warnings: list[str] = []
     device = loaded.device
+    window = inference_window(img.array.shape, int(card["divisor"]), MAX_WINDOW_VOXELS[device], patch)
     try:
         probs = sliding_window(loaded.module, img.array, window, int(card["divisor"]), device=device,
                                progress=progress, cancel=cancel)
@@ -94,6 +95,7 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
         warnings.append("CUDA ran out of memory; the model ran on the CPU instead")
         loaded.module = loaded.module.to("cpu")
         loaded.device = device = "cpu"
+        window = inference_window(img.array.shape, int(card["divisor"]), MAX_WINDOW_VOXELS[device], patch)
         probs = sliding_window(loaded.module, img.array, window, int(card["divisor"]), device="cpu",
                                progress=progress, cancel=cancel)
     out = Prediction(device=device, warnings=warnings)

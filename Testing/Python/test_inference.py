@@ -76,3 +76,17 @@ def test_progress_reaches_one() -> None:
     sliding_window(pointwise, np.random.rand(20, 20, 20).astype(np.float32), (16, 16, 16), divisor=8,
                    progress=lambda f, m: seen.append(f))
     assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+
+
+def test_inference_window_is_the_largest_within_the_budget() -> None:
+    from LAScarSegLib.inference import inference_window
+
+    # a 1.25 mm LA-centred crop fits one window: one pass, padded to the divisor
+    assert inference_window((80, 104, 104), 8, 1_000_000, (48, 64, 64)) == (80, 104, 104)
+    assert inference_window((77, 101, 99), 8, 1_000_000, (48, 64, 64)) == (80, 104, 104)
+    # a full field of view is tiled: within the budget, divisible, never below the training patch
+    win = inference_window((88, 320, 320), 8, 1_000_000, (48, 64, 64))
+    assert np.prod(win) <= 1_000_000 and all(w % 8 == 0 for w in win)
+    assert all(w >= p for w, p in zip(win, (48, 64, 64))) and win[0] == 88  # the short axis stays whole
+    # a budget below the patch gives the patch (the network's training size), not something smaller
+    assert inference_window((88, 320, 320), 8, 1000, (48, 64, 64)) == (48, 64, 64)
