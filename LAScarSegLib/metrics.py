@@ -72,7 +72,8 @@ def la_metrics(pred: Volume, ref: Volume) -> dict[str, Any]:
     directions pooled.
     - asd_mm: mean of all distances of both directions (average symmetric surface distance).
     - hd_mm: maximum of all of them (the symmetric Hausdorff distance, not HD95).
-    - hd95_mm: the larger of the two directed 95th percentiles (as medpy's hd95).
+    - hd95_mm: the larger of the two directed 95th percentiles (as MONAI's hausdorff distance at percentile
+      95; medpy's hd95 pools both directions first, which gives an equal or smaller value).
     - asd_vox, hd95_vox: the same with unit spacing in every axis, i.e. distances in index units
       of the image grid (what code that ignores the spacing reports). With anisotropic voxels
       this is not mm / spacing: a z step counts 1 like an x step.
