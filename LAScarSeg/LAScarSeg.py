@@ -417,11 +417,14 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         result = self._lastResult
         try:
-            with slicer.util.tryWithErrorDisplay(_("Re-quantification failed."), waitCursor=True):
-                new = self.logic.requantify(self._workerInput or self._parameterNode.inputVolume,
-                                            result.segmentation, result)
+            new = self.logic.requantify(self._workerInput or self._parameterNode.inputVolume,
+                                        result.segmentation, result)
         except LAScarSegError as exc:
             self._setStatus(str(exc), error=True)
+            return
+        except Exception as exc:
+            logging.exception("LAScarSeg: re-quantification failed")
+            self._setStatus(_("Re-quantification failed: ") + str(exc), error=True)
             return
         self._showResult(new)
         self._setStatus(_("Re-quantified on the edited LA segment."))
@@ -472,9 +475,14 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultsLabel.text = self.logic.resultsHtml(result.report)
         self.ui.resultsCollapsibleButton.collapsed = False
         self._setStatus(_("Done. Edit the 'Left atrium' segment and press Re-quantify to update the scar map."))
-        appLogic = slicer.app.applicationLogic()
-        appLogic.GetSelectionNode().SetActiveTableID(result.metricsTable.GetID())
-        appLogic.PropagateTableSelection()
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:  # the table view shows the metrics; the 3D view the surface
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+            appLogic = slicer.app.applicationLogic()
+            appLogic.GetSelectionNode().SetActiveTableID(result.metricsTable.GetID())
+            appLogic.PropagateTableSelection()
+            if layoutManager.threeDViewCount:
+                layoutManager.threeDWidget(0).threeDView().resetFocalPoint()
         self._checkCanApply()
 
 
@@ -658,12 +666,11 @@ class LAScarSegTest(ScriptedLoadableModuleTest):
         from LAScarSegLib import logic_checks
 
         self.delayDisplay("Segmenting the phantom with the bundled model (CPU: about a minute)")
-        nodes = LAScarSegLogic().loadPhantom(seed=0)
         logic = slicer.util.getModuleLogic(MODULE_NAME)
-        result = logic.process(nodes["image"], nodes["la"], nodes["scar"])
-        logic_checks.check_outputs(result, nodes["image"])
-        self.assertGreater(result.report["metrics"]["la"]["dice"], 0.5)
-        again = logic.addResultToScene(nodes["image"], result.pipelineResult)
-        logic_checks.check_outputs(again, nodes["image"])
-        self.assertFalse(slicer.mrmlScene.IsNodePresent(result.segmentation), "a second run must replace outputs")
-        self.delayDisplay("Phantom segmented; outputs checked")
+        case = logic_checks.run_phantom_case(logic, slicer.mrmlScene, seed=0)
+        logic_checks.check_phantom_case(case)
+        again = logic.addResultToScene(case["image"], case["result"].pipelineResult)
+        logic_checks.check_outputs(again, case["image"])
+        self.assertFalse(slicer.mrmlScene.IsNodePresent(case["result"].segmentation),
+                         "a second run must replace the outputs")
+        self.delayDisplay(f"Phantom segmented in {case['seconds']:.0f} s; outputs checked")

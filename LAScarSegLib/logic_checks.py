@@ -111,3 +111,72 @@ def check_outputs(result, inputVolume) -> None:
                      "table": result.metricsTable}, found
     for node in found.values():
         assert node.GetAttribute(OUTPUT_ATTRIBUTE) and node.GetNodeReferenceID(INPUT_REFERENCE) == inputVolume.GetID()
+
+
+# ================================================================== the phantom case (pytest + self-test)
+def run_phantom_case(logic, scene, *, seed: int = 0, model: str | None = None) -> dict[str, Any]:
+    """One `process` run on a phantom as a user would set it up, for the checks below.
+
+    The image sits under a patient / study in the subject hierarchy; the manual LA is a labelmap
+    on a coarser grid (so it must be resampled, with a warning); the manual scar is a
+    segmentation node. Records the user's nodes' state and the progress fractions.
+    """
+    import time
+
+    from .image import Geometry, resample
+    from .logic import labelmap_to_segmentation, volume_to_node
+    from .phantom import make_phantom
+
+    ph = make_phantom(seed)
+    g = ph.image.geometry
+    image = volume_to_node(ph.image, "lge", scene=scene)
+    coarse = Geometry(size=tuple(s // 2 for s in g.size), spacing=tuple(2 * s for s in g.spacing), origin=g.origin,
+                      direction=g.direction)
+    la_label = volume_to_node(resample(ph.la, coarse, interpolation="nearest"), "manual LA", labelmap=True,
+                              scene=scene)
+    scar_labelmap = volume_to_node(ph.scar, "manual scar", labelmap=True, scene=scene)
+    scar_seg = labelmap_to_segmentation(scar_labelmap, closed_surface=False)
+    shn = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    study = shn.CreateStudyItem(shn.CreateSubjectItem(shn.GetSceneItemID(), "patient"), "study")
+    item = shn.GetItemByDataNode(image)  # the application makes items itself; plain MRML does not
+    if item:
+        shn.SetItemParent(item, study)
+    else:
+        shn.CreateItem(study, image)
+    user = {n.GetID(): (n.GetMTime(), n.GetNumberOfNodeReferenceRoles()) for n in (image, la_label, scar_seg)}
+    before = set(node_ids(scene))
+    fractions: list[float] = []
+    t0 = time.perf_counter()
+    result = logic.process(image, la_label, scar_seg, model=model, progress=lambda f, m: fractions.append(f))
+    return dict(result=result, image=image, la_label=la_label, scar_seg=scar_seg, before=before, user=user,
+                fractions=fractions, seconds=time.perf_counter() - t0, shn=shn, study=study, scene=scene,
+                phantom=ph)
+
+
+def check_phantom_case(case: dict[str, Any]) -> None:
+    """Every output node, its place in the hierarchy, the progress, the labels' use, and that the
+    user's nodes were left alone."""
+    import slicer
+
+    result, image, scene = case["result"], case["image"], case["scene"]
+    check_outputs(result, image)
+    added = set(node_ids(scene)) - case["before"]
+    classes = sorted(scene.GetNodeByID(i).GetClassName() for i in added if scene.GetNodeByID(i) is not None)
+    for cls in ("vtkMRMLSegmentationNode", "vtkMRMLModelNode", "vtkMRMLTableNode"):
+        assert classes.count(cls) == 1, classes
+    shn, study = case["shn"], case["study"]
+    for node in (result.segmentation, result.surfaceModel, result.metricsTable):
+        assert shn.GetItemParent(shn.GetItemByDataNode(node)) == study, f"{node.GetName()} is not under the study"
+    fractions = case["fractions"]
+    assert len(fractions) > 10 and fractions == sorted(fractions) and fractions[-1] >= 0.97, fractions[-5:]
+
+    report = result.report
+    assert set(report["metrics"]) == {"la", "scar"}
+    assert report["metrics"]["la"]["dice"] > 0.5, "the model did not find the phantom's LA"
+    assert any("LA label" in w and "resampled" in w for w in report["warnings"]), report["warnings"]
+    # The scar segmentation was exported on the input's grid: the pipeline saw the phantom's scar.
+    assert result.pipelineResult.labels["scar"].array.sum() == case["phantom"].scar.array.sum()
+    for node in (image, case["la_label"], case["scar_seg"]):
+        assert (node.GetMTime(), node.GetNumberOfNodeReferenceRoles()) == case["user"][node.GetID()], \
+            f"{node.GetName()} was modified"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(image), case["phantom"].image.array)

@@ -29,7 +29,7 @@ from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 
 from LAScarSegLib import logic_checks as checks  # noqa: E402
 from LAScarSegLib.errors import Cancelled, InputError, ModelError  # noqa: E402
-from LAScarSegLib.image import Geometry, Volume, resample  # noqa: E402
+from LAScarSegLib.image import Geometry, Volume  # noqa: E402
 from LAScarSegLib.logic import (  # noqa: E402
     LA_SEGMENT,
     SCAR_SEGMENT,
@@ -51,68 +51,27 @@ def phantom():
     return make_phantom(SEED)
 
 
-def _study(scene, node):
-    """Put `node` under patient/study items, as the DICOM browser does."""
-    shn = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    patient = shn.CreateSubjectItem(shn.GetSceneItemID(), "patient")
-    study = shn.CreateStudyItem(patient, "study")
-    shn.CreateItem(study, node)  # plain MRML has no subject hierarchy plugins that make items
-    return shn, study
-
-
 @pytest.fixture(scope="module")
 def processed(mrml_harness, phantom):
-    """One `process` run: LA labelmap on a coarser grid, scar label as a segmentation node."""
+    """One `process` run set up as a user would (logic_checks.run_phantom_case, which the Slicer
+    self-test runs too): LA labelmap on a coarser grid, scar label as a segmentation node."""
     mrml_harness.clear()
-    scene = mrml_harness.scene
     with mrml_harness.slicer_globals():
-        image = volume_to_node(phantom.image, "lge")
-        coarse = Geometry(size=(104, 104, 40), spacing=(1.25, 1.25, 2.5), origin=phantom.image.geometry.origin,
-                          direction=phantom.image.geometry.direction)
-        la_label = volume_to_node(resample(phantom.la, coarse, interpolation="nearest"), "manual LA", labelmap=True)
-        scar_labelmap = volume_to_node(phantom.scar, "manual scar", labelmap=True)
-        scar_seg = sh.labelmap_to_segmentation(scar_labelmap, closed_surface=False)
-        shn, study = _study(scene, image)
-        user = {n.GetID(): (n.GetMTime(), n.GetNumberOfNodeReferenceRoles()) for n in (image, la_label, scar_seg)}
-        before = set(checks.node_ids(scene))
-        fractions: list[float] = []
-        t0 = time.perf_counter()
-        result = LAScarSegLogic().process(image, la_label, scar_seg, model=MODEL,
-                                          progress=lambda f, m: fractions.append(f))
-        seconds = time.perf_counter() - t0
-        return dict(result=result, image=image, la_label=la_label, scar_seg=scar_seg, before=before, user=user,
-                    fractions=fractions, seconds=seconds, shn=shn, study=study, scene=scene)
+        return checks.run_phantom_case(LAScarSegLogic(), mrml_harness.scene, seed=SEED, model=MODEL)
 
 
-# --------------------------------------------------------------- the process run (keep these first)
-def test_process_puts_the_three_outputs_into_the_scene(processed) -> None:
-    result, image, scene = processed["result"], processed["image"], processed["scene"]
-    checks.check_outputs(result, image)
-    added = set(checks.node_ids(scene)) - processed["before"]
-    classes = sorted(scene.GetNodeByID(i).GetClassName() for i in added)
-    assert classes.count("vtkMRMLSegmentationNode") == 1 and classes.count("vtkMRMLModelNode") == 1
-    assert classes.count("vtkMRMLTableNode") == 1
-    # Placed under the input's study in the subject hierarchy.
-    shn, study = processed["shn"], processed["study"]
-    for node in (result.segmentation, result.surfaceModel, result.metricsTable):
-        assert shn.GetItemParent(shn.GetItemByDataNode(node)) == study, node.GetName()
-    # Progress came with real, rising fractions up to the end.
-    fractions = processed["fractions"]
-    assert len(fractions) > 10 and fractions == sorted(fractions) and fractions[-1] >= 0.97
-
-
-def test_process_uses_the_labels_and_leaves_the_user_nodes_alone(processed, phantom) -> None:
-    report = processed["result"].report
-    assert set(report["metrics"]) == {"la", "scar"}
-    assert report["metrics"]["la"]["dice"] > 0.5  # the model found the phantom's LA
-    # The LA label was on a 1.25 x 1.25 x 2.5 mm grid: resampled onto the image grid, with a warning.
-    assert any("LA label" in w and "resampled" in w for w in report["warnings"]), report["warnings"]
-    # The scar segmentation was exported on the input's grid: the pipeline saw the phantom's scar.
-    assert processed["result"].pipelineResult.labels["scar"].array.sum() == phantom.scar.array.sum()
-    for node in (processed["image"], processed["la_label"], processed["scar_seg"]):
-        assert (node.GetMTime(), node.GetNumberOfNodeReferenceRoles()) == processed["user"][node.GetID()], node.GetName()
-    np.testing.assert_array_equal(slicer.util.arrayFromVolume(processed["image"]), phantom.image.array)
+# --------------------------------------------------------------- the process run (keep this first)
+def test_process_puts_every_output_in_place_and_leaves_the_user_nodes_alone(processed, phantom) -> None:
+    assert processed["phantom"].image.array.tobytes() == phantom.image.array.tobytes()
+    checks.check_phantom_case(processed)
     print(f"process() on {phantom.image.geometry.size}: {processed['seconds']:.1f} s")
+
+
+def test_the_case_check_would_catch_a_modified_user_node(processed) -> None:
+    """Guard against a vacuous check: touching the user's LA label is seen."""
+    processed["la_label"].SetAttribute("touched", "1")  # (runs after the check above)
+    with pytest.raises(AssertionError, match="manual LA was modified"):
+        checks.check_phantom_case(processed)
 
 
 # ------------------------------------------------------------------ addResultToScene on fresh scenes

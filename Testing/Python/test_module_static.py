@@ -241,7 +241,13 @@ class FakeTimer:
 harness = sh.MRMLHarness()
 model, scenario = sys.argv[2] or None, sys.argv[3]
 with harness.slicer_globals():
-    image = volume_to_node(make_phantom(30_017).image, "lge")
+    if scenario == "fail":  # it fails while loading the model: any small volume will do
+        import numpy as np
+        from LAScarSegLib.image import Geometry, Volume
+        small = Volume(np.random.default_rng(0).random((24, 24, 24), dtype=np.float32), Geometry((24, 24, 24), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+        image = volume_to_node(small, "lge")
+    else:
+        image = volume_to_node(make_phantom(30_017).image, "lge")
     before = harness.scene.GetNumberOfNodes()
     widget = module.LAScarSegWidget()
     widget.ui = types.SimpleNamespace(**{n: FakeWidget() for n in (
