@@ -10,11 +10,9 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_FILE = ROOT / "LAScarSeg" / "LAScarSeg.py"
