@@ -143,6 +143,7 @@ def describe_run(run_dir: str | os.PathLike, checkpoint_iteration: int | None = 
         "median_it_per_s": round(sorted(rates)[len(rates) // 2], 3) if rates else None,
         "departures_from_paper": {k: v["value"] for k, v in config.get("departures_from_paper", {}).items()},
         "validation_case_ids": split["val"],
+        "config_stages": config.get("stages", []),
     }
     return {"training_data": training_data, "training": training}
 

@@ -303,6 +303,24 @@ def average_buffers(model, world: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------- train
+def _config_stages(path: Path, cfg: TrainConfig, start_it: int) -> list[dict[str, Any]]:
+    """The run's config history: a resume with other values adds a stage naming what changed.
+
+    config.json holds the current values, so without this a resumed run with new overrides would
+    hide the values its earlier iterations were trained with.
+    """
+    new = json.loads(json.dumps(cfg.as_dict(), default=str))
+    if start_it == 0 or not path.is_file():
+        return [{"from_iteration": start_it, "changed": {}}]
+    old = json.loads(path.read_text())
+    stages = old.get("stages") or [{"from_iteration": 0, "changed": {}}]
+    changed = {k: {"before": old.get(k), "after": v} for k, v in new.items() if old.get(k) != v}
+    if changed:
+        stages.append({"from_iteration": start_it, "changed": changed})
+    return stages
+
+
+
 def _plot_curves(csv_path: Path, png_path: Path) -> None:
     import matplotlib
 
@@ -438,7 +456,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     csv_path = out / "metrics.csv"
     if dist.main:
         (out / "config.json").write_text(json.dumps(
-            {**cfg.as_dict(), "departures_from_paper": departures(cfg.recipe)}, indent=2, default=str))
+            {**cfg.as_dict(), "departures_from_paper": departures(cfg.recipe),
+             "stages": _config_stages(out / "config.json", cfg, start_it)}, indent=2, default=str))
         (out / "split.json").write_text(json.dumps(split.as_dict(), indent=2))
         if not csv_path.exists():
             with csv_path.open("w", newline="") as fh:

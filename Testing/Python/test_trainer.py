@@ -60,8 +60,12 @@ def test_resume_continues_and_existing_run_is_refused(first_run: Path, tmp_path:
     for name in ("last.pt", "metrics.csv"):
         (run / name).write_bytes((first_run / name).read_bytes())
     logs: list[str] = []
+    (run / "config.json").write_text((first_run / "config.json").read_text())
     summary = train(cfg, run, resume=True, log=logs.append)
     assert summary["iterations"] == 6 and any("resumed" in m and "iteration 4" in m for m in logs)
+    stages = json.loads((run / "config.json").read_text())["stages"]  # what changed at the resume is kept
+    assert stages[0]["from_iteration"] == 0 and stages[-1]["from_iteration"] == 4
+    assert stages[-1]["changed"]["iterations"] == {"before": 4, "after": 6}
     assert load_checkpoint(run / "last.pt")["iteration"] == 6
     with pytest.raises(InputError, match="nothing to resume"):
         train(cfg, tmp_path / "empty", resume=True, log=lambda m: None)
