@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .distance import distance_to, inner_boundary
+from .distance import inner_boundary
 from .errors import InputError
 from .image import Volume
-from .projection import (DEFAULT_STEP_MM, EVAL_MAX_MM, EVAL_SIGMA_MM, NEITHER, SCAR, classify_along_normals,
-                         evaluation_surface)
+from .projection import DEFAULT_STEP_MM, EVAL_MAX_MM, EVAL_SIGMA_MM, NEITHER, SCAR, classify_pairs, evaluation_surface
 
 LA_KEYS = ("dice", "jaccard", "asd_mm", "hd_mm", "hd95_mm", "asd_vox", "hd95_vox")
 SCAR_KEYS = ("accuracy", "dice_scar", "dice_normal", "gdice")
@@ -51,8 +50,27 @@ def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
 
 
 def _surface_distances(sa: np.ndarray, sb: np.ndarray, spacing_zyx) -> tuple[np.ndarray, np.ndarray]:
-    """Distances from each surface voxel of A to the surface of B, and of B to A (exact EDT)."""
-    return distance_to(sb, spacing_zyx)[sa], distance_to(sa, spacing_zyx)[sb]
+    """Distances (mm, float32) from each surface voxel of A to the surface of B, and of B to A.
+
+    Exact nearest-neighbour distances between the voxel centres of the two surfaces (k-d trees;
+    the same values as reading an exact Euclidean distance transform of one surface at the voxels
+    of the other, without transforming the whole box). A voxel on both surfaces is at 0.
+    """
+    sp = np.asarray(spacing_zyx, dtype=np.float64)
+    pa, pb = np.argwhere(sa) * sp, np.argwhere(sb) * sp  # C order, as boolean indexing reads them
+    return _nearest_distances(pa, pb, sb[sa]), _nearest_distances(pb, pa, sa[sb])
+
+
+def _nearest_distances(src: np.ndarray, dst: np.ndarray, on_dst: np.ndarray) -> np.ndarray:
+    """Distance from each row of `src` to the nearest row of `dst`; rows flagged `on_dst` are 0."""
+    from scipy.spatial import cKDTree
+
+    out = np.zeros(len(src), np.float32)
+    away = ~on_dst
+    if away.any():
+        tree = cKDTree(dst, balanced_tree=False, compact_nodes=False)
+        out[away] = tree.query(src[away], k=1)[0]
+    return out
 
 
 def _distance_summary(d_ab: np.ndarray, d_ba: np.ndarray) -> tuple[float, float, float]:
@@ -68,8 +86,8 @@ def la_metrics(pred: Volume, ref: Volume) -> dict[str, Any]:
     """LA overlap and surface distances of a predicted against a reference 0/1 mask (same grid).
 
     Surfaces are the boundary voxels (`distance.inner_boundary`: voxels with a 6-neighbour
-    outside); distances are exact Euclidean distance transforms between the two surfaces, both
-    directions pooled.
+    outside); distances are exact Euclidean distances (mm) from each voxel of one surface to the
+    nearest voxel of the other, both directions pooled.
     - asd_mm: mean of all distances of both directions (average symmetric surface distance).
     - hd_mm: maximum of all of them (the symmetric Hausdorff distance, not HD95).
     - hd95_mm: the larger of the two directed 95th percentiles (as MONAI's hausdorff distance at percentile
@@ -92,7 +110,7 @@ def la_metrics(pred: Volume, ref: Volume) -> dict[str, Any]:
     if na == 0 or nb == 0:
         out.update({k: None for k in LA_KEYS[2:]})
         return out
-    # only the box around both masks matters: every surface voxel lies in it, so the EDT is exact
+    # only the box around both masks matters: every surface voxel lies in it
     box = _bounding_box(a | b, pad=1)
     a, b = a[box], b[box]
     sa, sb = inner_boundary(a), inner_boundary(b)
@@ -129,10 +147,13 @@ def scar_surface_metrics(pred_scar: Volume, ref_scar: Volume, ref_wall: Volume, 
     (each is sampled through its own geometry).
     """
     points, normals = evaluation_surface(ref_la, sigma_mm)
-    ref_cls = classify_along_normals(ref_scar, ref_wall, points, normals, max_mm, step_mm)
+    # both labellings in one pass (a point's label depends on that point alone, so labelling the
+    # prediction at every point and keeping the valid ones is the same as labelling only those)
+    ref_cls, pred_all = classify_pairs([(ref_scar, ref_wall),
+                                        (pred_scar, pred_wall if pred_wall is not None else ref_wall)],
+                                       points, normals, max_mm, step_mm)
     valid = ref_cls != NEITHER
-    pred_cls = classify_along_normals(pred_scar, pred_wall if pred_wall is not None else ref_wall,
-                                      points[valid], normals[valid], max_mm, step_mm)
+    pred_cls = pred_all[valid]
     gt = ref_cls[valid] == SCAR
     pr = pred_cls == SCAR
     n = int(valid.sum())

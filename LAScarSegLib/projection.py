@@ -99,6 +99,39 @@ def _check_points(points_lps: np.ndarray, normals_lps: np.ndarray) -> tuple[np.n
     return p, n
 
 
+def _nearest_flat_index(geo: Geometry, p: np.ndarray, n: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (C-order) array index of the voxel nearest to point + t * normal, and whether it is inside.
+
+    Both (N, T); the index is 0 where the sample lies outside the image. The voxel is
+    floor(index + 0.5) per axis (half-voxel ties go one way, no banker's rounding), with the
+    continuous index affine in t: idx(p) + t * (D^-1 n) / spacing, evaluated axis by axis with the
+    same floating-point operations as a single (N, T, 3) array would use.
+    """
+    base = geo.physical_to_index(p)  # (N, 3) x, y, z
+    step = (n @ np.linalg.inv(geo.direction_matrix).T) / np.asarray(geo.spacing)
+    flat = np.zeros((len(p), len(t)), np.float64)  # integers below 2**53: exact in float64
+    inside = np.ones((len(p), len(t)), bool)
+    stride = 1
+    for a in range(3):  # x, y, z: x varies fastest in the array's memory
+        i = base[:, a, None] + t[None, :] * step[:, a, None]
+        i += 0.5
+        np.floor(i, out=i)
+        inside &= (i >= 0) & (i < geo.size[a])
+        if stride != 1:
+            i *= stride
+        flat += i
+        stride *= int(geo.size[a])
+    flat[~inside] = 0
+    return flat.astype(np.intp), inside
+
+
+def _nearest_samples(arr: np.ndarray, flat: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """`arr` at the flat indices of `_nearest_flat_index`, 0 (of arr's dtype) outside the image."""
+    vals = np.ravel(arr)[flat]
+    vals[~inside] = 0
+    return vals
+
+
 def sample_along_normals(volume: Volume, points_lps: np.ndarray, normals_lps: np.ndarray, t_mm: np.ndarray,
                          interpolation: Interpolation = "linear") -> np.ndarray:
     """Values of `volume` at point + t * normal, shape (N, T), float32; outside the image 0.
@@ -111,25 +144,20 @@ def sample_along_normals(volume: Volume, points_lps: np.ndarray, normals_lps: np
     if len(p) == 0 or len(t) == 0:
         return np.zeros((len(p), len(t)), np.float32)
     geo: Geometry = volume.geometry
-    # the index of point + t * normal is affine in t: idx(p) + t * (D^-1 n) / spacing
-    base = geo.physical_to_index(p)  # (N, 3) x, y, z
-    step = (n @ np.linalg.inv(geo.direction_matrix).T) / np.asarray(geo.spacing)
-    idx = base[:, None, :] + t[None, :, None] * step[:, None, :]  # (N, T, 3) x, y, z
-    zyx = idx[..., ::-1].reshape(-1, 3).T  # (3, N*T) in array order
     arr = np.asarray(volume.array)
     if interpolation == "linear":
+        # the index of point + t * normal is affine in t: idx(p) + t * (D^-1 n) / spacing
+        base = geo.physical_to_index(p)  # (N, 3) x, y, z
+        step = (n @ np.linalg.inv(geo.direction_matrix).T) / np.asarray(geo.spacing)
+        idx = base[:, None, :] + t[None, :, None] * step[:, None, :]  # (N, T, 3) x, y, z
+        zyx = idx[..., ::-1].reshape(-1, 3).T  # (3, N*T) in array order
         data = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
         vals = ndimage.map_coordinates(data, zyx, order=1, mode="grid-constant", cval=0.0, output=np.float32)
-    elif interpolation == "nearest":
-        # half-voxel rounding with floor(x + 0.5): ties go one way, no banker's rounding
-        ii = np.floor(zyx + 0.5).astype(np.int64)
-        shape = np.asarray(arr.shape)[:, None]
-        inside = np.all((ii >= 0) & (ii < shape), axis=0)
-        vals = np.zeros(ii.shape[1], np.float32)
-        vals[inside] = arr[ii[0, inside], ii[1, inside], ii[2, inside]]
-    else:
-        raise InputError(f"unknown interpolation {interpolation!r}; use 'linear' or 'nearest'")
-    return vals.reshape(len(p), len(t))
+        return vals.reshape(len(p), len(t))
+    if interpolation == "nearest":
+        flat, inside = _nearest_flat_index(geo, p, n, t)
+        return _nearest_samples(arr, flat, inside).astype(np.float32, copy=False)
+    raise InputError(f"unknown interpolation {interpolation!r}; use 'linear' or 'nearest'")
 
 
 def project(volume: Volume, points_lps: np.ndarray, normals_lps: np.ndarray,
@@ -152,11 +180,6 @@ def project(volume: Volume, points_lps: np.ndarray, normals_lps: np.ndarray,
 
 
 # ------------------------------------------------------------------------- evaluation protocol
-def _binary(volume: Volume) -> Volume:
-    """A 0/1 uint8 copy of a label (non-zero = in), so a nearest lookup reads 0 or 1."""
-    return volume.with_array((np.asarray(volume.array) != 0).astype(np.uint8))
-
-
 def classify_along_normals(scar: Volume, wall: Volume, points_lps: np.ndarray, normals_lps: np.ndarray,
                            max_mm: float = EVAL_MAX_MM, step_mm: float = DEFAULT_STEP_MM) -> np.ndarray:
     """The paper's 3-class surface label: 1 scar, 0 normal wall, -1 neither within +-max_mm.
@@ -167,17 +190,70 @@ def classify_along_normals(scar: Volume, wall: Volume, points_lps: np.ndarray, n
     near the point (vein ends, mitral opening); `scar_surface_metrics` excludes such points when
     they are -1 in the reference and counts them as not scar in a prediction.
     """
-    kw = dict(band_mm=(-float(max_mm), float(max_mm)), step_mm=step_mm, order="outward-first-alternating",
-              threshold=0.5, interpolation="nearest")
-    rs = project(_binary(scar), points_lps, normals_lps, **kw)
-    rw = project(_binary(wall), points_lps, normals_lps, **kw)
-    never = np.iinfo(np.int32).max
-    fs = np.where(rs.hit, rs.first_index, never)
-    fw = np.where(rw.hit, rw.first_index, never)
-    out = np.full(len(fs), NEITHER, dtype=np.int8)
-    out[rw.hit] = NORMAL
-    out[rs.hit & (fs <= fw)] = SCAR
+    return classify_pairs([(scar, wall)], points_lps, normals_lps, max_mm, step_mm)[0]
+
+
+def classify_pairs(pairs: list[tuple[Volume, Volume]], points_lps: np.ndarray, normals_lps: np.ndarray,
+                   max_mm: float = EVAL_MAX_MM, step_mm: float = DEFAULT_STEP_MM) -> list[np.ndarray]:
+    """`classify_along_normals` for several (scar, wall) pairs on the same points, in one pass.
+
+    Volumes on the same grid share the sample positions, and up to four pairs are packed into
+    one uint8 code volume (bit 2k: scar of pair k, bit 2k+1: its wall), so one lookup per
+    sample serves them all. A point is scar when the first sample meeting scar or wall of its
+    pair meets scar (that is, the first scar sample comes no later than the first wall sample),
+    normal when it meets wall only, neither when nothing is met.
+    """
+    p, n = _check_points(points_lps, normals_lps)
+    t = band_offsets((-float(max_mm), float(max_mm)), step_mm, "outward-first-alternating")
+    out: list[np.ndarray] = [np.full(len(p), NEITHER, dtype=np.int8) for _ in pairs]
+    if len(p) == 0:
+        return out
+    groups: dict[Geometry, list[int]] = {}
+    for k, (scar, wall) in enumerate(pairs):
+        if scar.geometry == wall.geometry:
+            groups.setdefault(scar.geometry, []).append(k)
+        else:  # the scar and wall of a pair on different grids: sampled one by one
+            fs, hs = _first_met(scar, p, n, t)
+            fw, hw = _first_met(wall, p, n, t)
+            out[k][hw] = NORMAL
+            out[k][hs & (fs <= fw)] = SCAR
+    for geo, ks in groups.items():
+        flat, inside = _nearest_flat_index(geo, p, n, t)
+        rows = np.arange(len(p))
+        for chunk in range(0, len(ks), 4):
+            kk = ks[chunk:chunk + 4]
+            code = np.zeros(geo.shape, np.uint8)
+            for j, k in enumerate(kk):
+                scar, wall = pairs[k]
+                code |= (np.asarray(wall.array) != 0).astype(np.uint8) << np.uint8(2 * j + 1)
+                code |= (np.asarray(scar.array) != 0).astype(np.uint8) << np.uint8(2 * j)
+            samples = _nearest_samples(code, flat, inside)  # (N, T) uint8
+            for j, k in enumerate(kk):
+                mine = samples & np.uint8(3 << (2 * j))
+                met = mine != 0
+                first = met.argmax(axis=1)
+                at_first = mine[rows, first] >> np.uint8(2 * j)  # 0 nothing, 1 or 3 scar, 2 wall only
+                out[k][at_first == 2] = NORMAL
+                out[k][(at_first & 1) == 1] = SCAR
     return out
+
+
+def _first_met(volume: Volume, p: np.ndarray, n: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Search position of the first non-zero nearest-voxel sample (int32 max where none) and whether any is."""
+    flat, inside = _nearest_flat_index(volume.geometry, p, n, t)
+    met = _nearest_samples(np.asarray(volume.array) != 0, flat, inside)
+    hit = met.any(axis=1)
+    return np.where(hit, met.argmax(axis=1), np.iinfo(np.int32).max), hit
+
+
+def _bounding_box(mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop (z, y, x) of the smallest box holding a non-empty `mask`, grown by `pad`, clipped."""
+    lo, hi = [], []
+    for i in range(mask.ndim):
+        ix = np.flatnonzero(mask.any(axis=tuple(j for j in range(mask.ndim) if j != i)))
+        lo.append(max(int(ix[0]) - pad, 0))
+        hi.append(min(int(ix[-1]) + pad + 1, mask.shape[i]))
+    return np.array(lo), np.array(hi)
 
 
 def evaluation_surface(la: Volume, sigma_mm: float = EVAL_SIGMA_MM) -> tuple[np.ndarray, np.ndarray]:
@@ -198,11 +274,12 @@ def evaluation_surface(la: Volume, sigma_mm: float = EVAL_SIGMA_MM) -> tuple[np.
     sigma_vox = np.asarray(la.spacing_zyx, dtype=float)
     sigma_vox = sigma_mm / sigma_vox
     truncate = 3.0
-    # blur only a box around the LA: beyond its reach the blurred mask is 0 anyway
-    nz = np.nonzero(m)
-    margin = np.ceil(truncate * sigma_vox).astype(int) + 2
-    lo = np.maximum(np.array([a.min() for a in nz]) - margin, 0)
-    hi = np.minimum(np.array([a.max() for a in nz]) + margin + 1, m.shape)
+    # Blur only the LA's bounding box grown by one voxel (clipped to the image): the gradient is read
+    # at boundary voxels and their 6-neighbours, all inside it. The separable passes (z, then y,
+    # then x, each rounded to float32) only add mask values that lie inside the box; whatever lies
+    # beyond it is 0 in the mask and every partial sum, and the constant-0 padding adds the same
+    # exact zeros, so the blurred values there are bit for bit those of the whole image.
+    lo, hi = _bounding_box(m, pad=1)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     blurred = ndimage.gaussian_filter(m[box].astype(np.float32), sigma_vox, mode="constant", cval=0.0,
                                       truncate=truncate)
@@ -361,7 +438,9 @@ def project_on_mesh(mesh: Any, scar_mask: Volume, scar_prob: Volume,
     _, dm, _, _, ns = _vtk()
     pts, nrm = mesh_points_normals(mesh)
     prob = project(scar_prob, pts, nrm, band_mm, step_mm, order="linear", interpolation="linear")
-    hit = project(_binary(scar_mask), pts, nrm, band_mm, step_mm, order="linear", interpolation="nearest").hit
+    pts_c, nrm_c = _check_points(pts, nrm)
+    flat, inside = _nearest_flat_index(scar_mask.geometry, pts_c, nrm_c, band_offsets(band_mm, step_mm, "linear"))
+    hit = _nearest_samples(np.asarray(scar_mask.array) != 0, flat, inside).any(axis=1)
     out = dm.vtkPolyData()
     out.ShallowCopy(mesh)
     for name, values in (("ScarProbability", prob.max_value.astype(np.float32)), ("Scar", hit.astype(np.uint8))):

@@ -203,3 +203,116 @@ def test_phantom_truth_perfect_and_perturbed_in_between(phantom) -> None:
     la = la_metrics(ph.la.with_array(ndimage.binary_erosion(ph.la.array, iterations=2).astype(np.uint8)), ph.la)
     assert 0.0 < la["dice"] < 1.0 and 0.0 < la["asd_mm"] < la["hd_mm"]
     json.dumps(la, allow_nan=False)
+
+
+# ------------------------------------------- the fast paths against straightforward references
+def _reference_surface(la: Volume, sigma_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation surface the slow, obvious way: the WHOLE image blurred, gradients at the points."""
+    from LAScarSegLib.distance import inner_boundary
+
+    m = la.array != 0
+    blurred = ndimage.gaussian_filter(m.astype(np.float32), sigma_mm / np.asarray(la.spacing_zyx), mode="constant",
+                                      cval=0.0, truncate=3.0)
+    zyx = np.argwhere(inner_boundary(m))
+    grad = np.empty(zyx.shape)
+    for a in range(3):
+        up, dn = zyx.copy(), zyx.copy()
+        up[:, a] = np.minimum(up[:, a] + 1, m.shape[a] - 1)
+        dn[:, a] = np.maximum(dn[:, a] - 1, 0)
+        num = blurred[tuple(up.T)].astype(np.float64) - blurred[tuple(dn.T)]
+        grad[:, a] = num / np.maximum(up[:, a] - dn[:, a], 1)
+    g = (grad[:, ::-1] / np.asarray(la.geometry.spacing)) @ la.geometry.direction_matrix.T
+    nrm = np.linalg.norm(g, axis=1, keepdims=True)
+    normals = np.divide(-g, nrm, out=np.zeros_like(g), where=nrm > 1e-12)
+    return la.geometry.index_to_physical(zyx[:, ::-1].astype(np.float64)), normals
+
+
+def _reference_classify(scar: Volume, wall: Volume, points, normals, max_mm=10.0, step_mm=0.5) -> np.ndarray:
+    """One offset at a time, in search order, each point labelled by the first scar or wall voxel met."""
+    k = np.arange(1, int(round(max_mm / step_mm)) + 1) * step_mm
+    ts = [0.0] + [s * v for v in k for s in (1.0, -1.0)]
+    out = np.full(len(points), -1, np.int8)
+    todo = np.ones(len(points), bool)
+    for t in ts:
+        vals = []
+        for vol in (scar, wall):
+            g = vol.geometry
+            step = (normals @ np.linalg.inv(g.direction_matrix).T) / np.asarray(g.spacing)
+            idx = np.floor(g.physical_to_index(points) + t * step + 0.5).astype(int)[:, ::-1]
+            ok = np.all((idx >= 0) & (idx < vol.array.shape), axis=1)
+            v = np.zeros(len(points), bool)
+            v[ok] = vol.array[tuple(idx[ok].T)] != 0
+            vals.append(v)
+        out[todo & vals[0]] = 1
+        out[todo & ~vals[0] & vals[1]] = 0
+        todo &= ~(vals[0] | vals[1])
+    return out
+
+
+def _crop(vol: Volume, sl: tuple[slice, slice, slice]) -> Volume:
+    """A sub-volume (z, y, x slices) at the same place in space."""
+    start = np.array([sl[2].start, sl[1].start, sl[0].start], float)
+    arr = np.ascontiguousarray(vol.array[sl])
+    g = vol.geometry
+    return Volume(arr, Geometry(arr.shape[::-1], g.spacing, tuple(g.index_to_physical(start[None])[0]), g.direction))
+
+
+@pytest.fixture(scope="module")
+def phantom_cases(phantom):
+    """The phantom and the same phantom cut in half through the LA (x) and above its floor (z)."""
+    zz, _, xx = np.nonzero(phantom.la.array)
+    sl = (slice(int(zz.min()) + 4, None), slice(0, None), slice(0, int(xx.min() + xx.max()) // 2))
+    cut = type(phantom)(*(_crop(v, sl) for v in (phantom.image, phantom.la, phantom.wall, phantom.scar)))
+    assert cut.la.array[:, :, -1].any() and cut.la.array[0].any()  # the LA touches the border
+    return {"whole": phantom, "cut": cut}
+
+
+@pytest.mark.parametrize("which", ["whole", "cut"])
+def test_evaluation_surface_and_labels_equal_the_whole_image_computation(phantom_cases, which) -> None:
+    """Blurring only a box around the LA, and sampling by flat indices, change nothing (bit for bit)."""
+    ph = phantom_cases[which]
+    points, normals = evaluation_surface(ph.la)
+    ref_points, ref_normals = _reference_surface(ph.la)
+    np.testing.assert_array_equal(points, ref_points)
+    np.testing.assert_array_equal(normals, ref_normals)
+    cls = classify_along_normals(ph.scar, ph.wall, points, normals)
+    np.testing.assert_array_equal(cls, _reference_classify(ph.scar, ph.wall, points, normals))
+    assert set(np.unique(cls)) == {-1, 0, 1}
+
+
+@pytest.mark.parametrize("which", ["whole", "cut"])
+def test_scar_and_la_metrics_equal_straightforward_computations(phantom_cases, which) -> None:
+    from LAScarSegLib.distance import inner_boundary, wall_band
+
+    ph = phantom_cases[which]
+    pred_la = ph.la.with_array(np.roll(ndimage.binary_erosion(ph.la.array, iterations=1), 3, axis=2).astype(np.uint8))
+    pred_wall = wall_band(pred_la, 3.0)
+    pred_scar = ph.scar.with_array((np.roll(ph.scar.array, 4, axis=1) & pred_wall.array).astype(np.uint8))
+    m = scar_surface_metrics(pred_scar, ph.scar, ph.wall, ph.la, pred_wall=pred_wall)
+    points, normals = _reference_surface(ph.la)
+    ref = _reference_classify(ph.scar, ph.wall, points, normals)
+    valid = ref >= 0
+    pred = _reference_classify(pred_scar, pred_wall, points[valid], normals[valid])
+    gt, pr = ref[valid] == 1, pred == 1
+    tp, fp, fn = int(np.sum(gt & pr)), int(np.sum(~gt & pr)), int(np.sum(gt & ~pr))
+    n = int(valid.sum())
+    assert 0 < tp < n and fp > 0 and fn > 0
+    assert (m["n_points"], m["n_excluded"]) == (n, len(ref) - n)
+    assert m["accuracy"] == (n - fp - fn) / n and m["dice_scar"] == 2 * tp / (2 * tp + fp + fn)
+
+    # LA surface distances from exact Euclidean distance transforms of the whole image (SciPy; the
+    # cut phantom only, where the LA touches the border, to keep the test cheap)
+    la = la_metrics(pred_la, ph.la)
+    if which != "cut":
+        return
+    a, b = pred_la.array.astype(bool), ph.la.array.astype(bool)
+    sa, sb = inner_boundary(a), inner_boundary(b)
+    for spacing, keys in ((ph.la.spacing_zyx, ("asd_mm", "hd_mm", "hd95_mm")),
+                          ((1.0, 1.0, 1.0), ("asd_vox", None, "hd95_vox"))):
+        d_ab = ndimage.distance_transform_edt(~sb, sampling=spacing)[sa].astype(np.float32)
+        d_ba = ndimage.distance_transform_edt(~sa, sampling=spacing)[sb].astype(np.float32)
+        both = np.concatenate([d_ab, d_ba]).astype(np.float64)
+        expected = (both.mean(), both.max(), max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))
+        for k, e in zip(keys, expected):
+            if k is not None:
+                assert la[k] == pytest.approx(e, rel=1e-6, abs=0), (k, la[k], e)

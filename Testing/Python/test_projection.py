@@ -253,3 +253,50 @@ def test_classify_takes_the_first_met_alternating(sphere) -> None:
     assert np.all(lin_wall.first_index < lin_scar.first_index)
     # beyond max_mm nothing is met
     assert np.all(classify_along_normals(outside, inside, points, normals, max_mm=0.5) == -1)
+
+
+def test_surface_file_is_lz4_compressed_and_reads_back(sphere, mesh, tmp_path) -> None:
+    """`pipeline.write_surface`: binary VTK XML with LZ4, readable by VTK's reader (as Slicer's is)."""
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
+
+    from LAScarSegLib.pipeline import write_surface
+
+    wall = sphere.vol(sphere.shell(R, R + 3.0))
+    out = project_on_mesh(mesh, wall, wall.with_array(wall.array * np.float32(0.8)))
+    path = tmp_path / "la_surface.vtp"
+    write_surface(out, path)
+    assert b'compressor="vtkLZ4DataCompressor"' in path.read_bytes()[:2000]
+    assert out.GetFieldData().GetArray("SPACE") is None and out.GetFieldData().GetNumberOfArrays() == 0
+    reader = vtkXMLPolyDataReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    back = reader.GetOutput()
+    assert back.GetFieldData().GetAbstractArray("SPACE").GetValue(0) == "LPS"
+    np.testing.assert_array_equal(ns.vtk_to_numpy(back.GetPoints().GetData()),
+                                  ns.vtk_to_numpy(out.GetPoints().GetData()))
+    for name in ("Scar", "ScarProbability", "Normals"):
+        np.testing.assert_array_equal(ns.vtk_to_numpy(back.GetPointData().GetArray(name)),
+                                      ns.vtk_to_numpy(out.GetPointData().GetArray(name)))
+    assert back.GetNumberOfPolys() == out.GetNumberOfPolys()
+
+
+def test_classify_pairs_on_shared_and_separate_grids(sphere) -> None:
+    """Several pairs in one pass, and a pair whose scar and wall lie on different grids, label as one by one."""
+    from LAScarSegLib.projection import classify_pairs
+
+    points, normals = evaluation_surface(sphere.la)
+    wall = sphere.shell(R, R + 3.0)
+    pairs = [(sphere.vol(wall & (sphere.rel[..., k] > 0)), sphere.vol(wall)) for k in range(3)]
+    pairs += [(sphere.vol(sphere.shell(R - 4.0, R - 2.0)), sphere.vol(wall)), (pairs[0][0], pairs[0][1])]
+    # a scar mask on a grid shifted by 3 voxels in x: the same scar, sampled through its own geometry
+    g = sphere.geo
+    shifted = Geometry((g.size[0] - 3,) + tuple(g.size[1:]), g.spacing,
+                       tuple(g.index_to_physical(np.array([[3.0, 0.0, 0.0]]))[0]), g.direction)
+    pairs.append((Volume(np.ascontiguousarray(pairs[1][0].array[:, :, 3:]), shifted), pairs[1][1]))
+    together = classify_pairs(pairs, points, normals)
+    for (scar, w), got in zip(pairs, together):
+        alone = classify_along_normals(scar, w, points, normals)
+        np.testing.assert_array_equal(got, alone)
+    np.testing.assert_array_equal(together[-1], together[1])  # cropping the empty side changes nothing
+    assert all(set(np.unique(together[k])) == {0, 1} for k in range(3))  # hemispheres: scar and normal
+    assert np.all(together[3] == 0)  # the wall outside is met before the scar 2 mm inside
