@@ -106,6 +106,10 @@ def describe_run(run_dir: str | os.PathLike, checkpoint_iteration: int | None = 
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{run}: not a training run folder (config.json and split.json needed): {exc}") from exc
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    if checkpoint_iteration is not None:  # the values the exported weights were trained with
+        for stage in reversed(config.get("stages", [])):
+            if stage["from_iteration"] >= checkpoint_iteration:
+                config.update({k: ch["before"] for k, ch in stage["changed"].items()})
     training_data: list[dict[str, Any]] = []
     for i, src in enumerate(config.get("data", [])):
         n_train = sum(1 for v in split["train"] if v.split(":", 1)[0] == str(i))

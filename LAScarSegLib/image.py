@@ -9,7 +9,6 @@ goes through SimpleITK, so spacing, origin and an oblique direction survive by c
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .outputs import temp_file_beside
 
 Vec3 = tuple[float, float, float]
 
@@ -249,7 +249,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = temp_file_beside(path, suffix)
     os.close(fd)
     try:
         sitk.WriteImage(volume.to_sitk(), tmp, compress)

@@ -31,7 +31,6 @@ import contextlib
 import functools
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 from .errors import InputError, ModelError
+from .outputs import temp_file_beside
 from .variants import HEADS, Variant, get_variant
 
 NORMS = ("batch", "instance", "group")
@@ -315,7 +315,7 @@ def save_scripted(scripted, path: str | os.PathLike, card: dict) -> Path:
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}: model card is not JSON-serialisable: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path, ".tmp")
     os.close(fd)
     try:
         with _quiet_torchscript():

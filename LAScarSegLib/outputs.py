@@ -84,10 +84,23 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
     os.chmod(out, 0o755)
 
 
+def temp_file_beside(path: Path, suffix: str = "") -> tuple[int, str]:
+    """A temporary file in `path`'s folder (same file system, so os.replace is atomic).
+
+    mkstemp creates it 0600; it gets the permissions a plain open() would give (0666 minus the
+    umask), so a model or report written atomically is as readable as any other output.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically (temporary file, then rename)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=False)

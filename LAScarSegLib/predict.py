@@ -24,14 +24,25 @@ ProgressFn = Callable[[float, str], None]
 
 @dataclass
 class LoadedModel:
-    module: Any  # a frozen TorchScript module
+    module: Any  # a frozen TorchScript module, its weights on `device`
     card: dict[str, Any]
     sha256: str
     device: str
+    source: Any = None  # the unfrozen module on the CPU, to freeze again for another device
 
     @property
     def heads(self) -> set[str]:
         return set(self.card.get("architecture", {}).get("heads", ()))
+
+    def move_to(self, device: str) -> None:
+        """Freeze again on `device`: a frozen module's weights are constants that .to() does not move."""
+        from .network import freeze_for_inference
+
+        if self.source is None:
+            raise ModelError("this model was loaded without its unfrozen source; load it again for another device")
+        self.module = freeze_for_inference(self.source.to(device))
+        self.source.to("cpu")
+        self.device = device
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -53,7 +64,10 @@ def load_for_inference(model: str | None = None, device: str = "auto") -> Loaded
 
     dev = pick_device(device)
     module, card, sha = load_model(model, map_location="cpu")
-    return LoadedModel(freeze_for_inference(module).to(dev), card, sha, dev)
+    loaded = LoadedModel(freeze_for_inference(module), card, sha, "cpu", source=module)
+    if dev != "cpu":  # frozen weights are constants: freeze on the device itself
+        loaded.move_to(dev)
+    return loaded
 
 
 def require_heads(loaded: LoadedModel, needed: set[str]) -> None:
@@ -93,8 +107,8 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
             raise
         torch.cuda.empty_cache()
         warnings.append("CUDA ran out of memory; the model ran on the CPU instead")
-        loaded.module = loaded.module.to("cpu")
-        loaded.device = device = "cpu"
+        loaded.move_to("cpu")
+        device = "cpu"
         window = inference_window(img.array.shape, int(card["divisor"]), MAX_WINDOW_VOXELS[device], patch)
         probs = sliding_window(loaded.module, img.array, window, int(card["divisor"]), device="cpu",
                                progress=progress, cancel=cancel)

@@ -16,7 +16,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from .datasets import Case, open_dataset, split_by_case
 from .errors import InputError
+from .outputs import temp_file_beside
 from .train_config import TrainConfig, departures
 from .training_data import Augmentation, TrainingCase, augment, batch_to_inputs, prepare_case, sample_batch
 from .variants import TERM_HEADS, Variant, get_variant
@@ -221,7 +221,7 @@ def validate(model, cfg: TrainConfig, val_cases: list[Case], device: str, diviso
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)

@@ -16,11 +16,14 @@ def test_demo_writes_phantom_checks_and_preview(tmp_path: Path) -> None:
     assert main(["demo", "--out", str(out), "--seed", "2"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["demo_summary.json", "phantom_image.nii.gz", "phantom_la.nii.gz", "phantom_preview.png",
-                     "phantom_scar.nii.gz", "phantom_wall.nii.gz"]
+                     "phantom_scar.nii.gz", "phantom_wall.nii.gz", "segmentation"]
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["all_checks_passed"] and len(summary["core_checks"]) >= 8
     assert summary["phantom"]["seed"] == 2 and "synthetic" in summary["phantom"]["provenance"]
-    assert "stops after the phantom and the core checks" in summary["segmentation"]
+    # the bundled model ran the whole job on the phantom, scored against its truth
+    seg = summary["segmentation"]
+    assert seg["run"] and seg["report"]["metrics"]["la"]["dice"] > 0.8
+    assert (out / "segmentation" / "report.json").is_file() and (out / "segmentation" / "snapshot.png").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
     # an output folder that holds results is refused (exit 2) and left as it was
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -46,3 +49,17 @@ def test_atomic_output_dir_leaves_nothing_after_a_failure(tmp_path: Path) -> Non
         (stage / "new.txt").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result"]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    """Temporary files are 0600; what is renamed into place is as readable as a plain open() makes it."""
+    import os
+
+    from LAScarSegLib.outputs import write_json
+
+    umask = os.umask(0o022)
+    try:
+        path = write_json({"a": 1}, tmp_path / "x.json")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644 and json.loads(path.read_text()) == {"a": 1}

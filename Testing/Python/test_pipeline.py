@@ -1,0 +1,157 @@
+"""The segment-and-quantify job with the bundled model on phantoms: outputs, report, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LAScarSegLib.cli import main
+from LAScarSegLib.errors import Cancelled
+from LAScarSegLib.image import Geometry, Volume, read_image, write_volume
+from LAScarSegLib.phantom import make_phantom
+from LAScarSegLib.pipeline import segment
+
+REPORT_KEYS = {"schema_version", "input", "model", "device", "intended_use", "warnings", "la", "scar", "metrics",
+               "timings_s", "software"}
+TIMING_KEYS = {"load", "inference", "postprocess", "surface", "projection", "metrics", "write", "total"}
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("phantom")
+    ph = make_phantom(30_007)
+    files = {}
+    for name in ("image", "la", "wall", "scar"):
+        files[name] = write_volume(getattr(ph, name), folder / f"{name}.nii.gz")
+    return files
+
+
+@pytest.fixture(scope="module")
+def segmented(phantom_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("seg") / "case"
+    args = ["segment", str(phantom_files["image"]), "--out", str(out), "--la-label", str(phantom_files["la"]),
+            "--scar-label", str(phantom_files["scar"]), "--threads", "2"]
+    assert main(args) == 0
+    return out
+
+
+def test_outputs_and_report(segmented: Path, phantom_files: dict[str, Path]) -> None:
+    assert sorted(p.name for p in segmented.iterdir()) == sorted(
+        ["la_mask.nii.gz", "scar_probability.nii.gz", "scar_mask.nii.gz", "la_surface.vtp", "report.json", "snapshot.png"])
+    report = json.loads((segmented / "report.json").read_text())
+    assert set(report) == REPORT_KEYS and set(report["timings_s"]) == TIMING_KEYS
+    assert set(report["metrics"]["la"]) == {"dice", "jaccard", "asd_mm", "hd_mm", "hd95_mm", "asd_vox", "hd95_vox"}
+    assert set(report["metrics"]["scar"]) == {"accuracy", "dice_scar", "dice_normal", "gdice"}
+    assert report["metrics"]["la"]["dice"] > 0.8  # the bundled model finds the phantom's LA
+    assert 0 <= report["scar"]["burden_surface_pct"] <= 100 and report["scar"]["utah_stage"] in ("I", "II", "III", "IV")
+    assert any("ostia" in w for w in report["warnings"]) and "Research use only" in report["intended_use"]
+    image = read_image(phantom_files["image"])
+    assert report["input"]["size"] == list(image.geometry.size)
+    la = sitk.ReadImage(str(segmented / "la_mask.nii.gz"))
+    assert la.GetPixelID() == sitk.sitkUInt8 and la.GetSize() == image.geometry.size
+    scar = sitk.GetArrayFromImage(sitk.ReadImage(str(segmented / "scar_mask.nii.gz")))
+    la_arr = sitk.GetArrayFromImage(la)
+    assert set(np.unique(la_arr)) <= {0, 1} and not (scar.astype(bool) & la_arr.astype(bool)).any()
+    prob = sitk.GetArrayFromImage(sitk.ReadImage(str(segmented / "scar_probability.nii.gz")))
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+
+
+def test_surface_loads_in_place_in_slicer(segmented: Path, mrml_scene) -> None:
+    """Slicer's own model storage node reads the surface in RAS, over the LPS image."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    reader = vtk.vtkXMLPolyDataReader()
+    reader.SetFileName(str(segmented / "la_surface.vtp"))
+    reader.Update()
+    poly = reader.GetOutput()
+    assert poly.GetFieldData().GetAbstractArray("SPACE").GetValue(0) == "LPS"
+    scar_prob = poly.GetPointData().GetArray("ScarProbability")
+    scar = poly.GetPointData().GetArray("Scar")
+    assert scar_prob.GetDataType() == vtk.VTK_FLOAT and scar.GetDataType() == vtk.VTK_UNSIGNED_CHAR
+    lps = vtk_to_numpy(poly.GetPoints().GetData())
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLModelNode")
+    storage = mrml_scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
+    storage.SetFileName(str(segmented / "la_surface.vtp"))
+    assert storage.ReadData(node)
+    ras = vtk_to_numpy(node.GetPolyData().GetPoints().GetData())
+    np.testing.assert_allclose(ras, lps * np.array([-1, -1, 1]), atol=1e-3)
+
+
+def test_existing_output_refused_and_inputs_untouched(segmented: Path, phantom_files: dict[str, Path]) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in segmented.iterdir()}
+    inputs = {p: p.stat().st_mtime_ns for p in phantom_files.values()}
+    assert main(["segment", str(phantom_files["image"]), "--out", str(segmented)]) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in segmented.iterdir()} == before
+    assert {p: p.stat().st_mtime_ns for p in phantom_files.values()} == inputs
+    assert sorted(p.name for p in phantom_files["image"].parent.iterdir()) == sorted(
+        ["image.nii.gz", "la.nii.gz", "wall.nii.gz", "scar.nii.gz"])
+
+
+def test_bad_inputs_exit_2_without_output(tmp_path: Path, phantom_files: dict[str, Path]) -> None:
+    ramp = np.broadcast_to(np.linspace(0, 1, 32, dtype=np.float32), (48, 40, 32)).copy()  # no structure at all
+    blank = write_volume(Volume(ramp, Geometry((32, 40, 48), (1.25, 1.25, 1.25), (0, 0, 0))), tmp_path / "blank.nii.gz")
+    assert main(["segment", str(blank), "--out", str(tmp_path / "o1")]) == 2  # no LA found
+    far = make_phantom(3).la
+    far_label = Volume(far.array, Geometry(far.geometry.size, far.geometry.spacing, (900.0, 0, 0)))
+    far_file = write_volume(far_label, tmp_path / "far.nii.gz")
+    assert main(["segment", str(phantom_files["image"]), "--la-label", str(far_file), "--out", str(tmp_path / "o2")]) == 2
+    assert main(["segment", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o3")]) == 2
+    assert main(["segment", str(phantom_files["image"]), "--model", str(tmp_path / "blank.nii.gz.pt"),
+                 "--out", str(tmp_path / "o4")]) == 2
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cancel_stops_quickly_and_writes_nothing(phantom_files: dict[str, Path]) -> None:
+    cancel = threading.Event()
+    set_at: list[float] = []
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("inference:") and not cancel.is_set():
+            cancel.set()
+            set_at.append(time.perf_counter())
+
+    with pytest.raises(Cancelled):
+        segment(phantom_files["image"], progress=progress, cancel=cancel)
+    assert set_at and time.perf_counter() - set_at[0] < 2.0
+
+
+def test_killed_run_leaves_no_output_folder(tmp_path: Path, phantom_files: dict[str, Path]) -> None:
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "LAScarSegLib.cli", "segment", str(phantom_files["image"]),
+                             "--out", str(out), "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".killed.partial-*")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".killed.partial-*")), "the run never started writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    # the next run cleans the dead run's staging folder and succeeds
+    assert main(["segment", str(phantom_files["image"]), "--out", str(out), "--threads", "2"]) == 0
+    assert out.is_dir() and not list(tmp_path.glob(".killed.partial-*"))
+
+
+def test_batch_finishes_what_it_can(tmp_path: Path, phantom_files: dict[str, Path]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.nii.gz").write_bytes(phantom_files["image"].read_bytes())
+    (folder / "broken.nrrd").write_bytes(os.urandom(500))
+    out = tmp_path / "out"
+    assert main(["batch", str(folder), "--out", str(out), "--threads", "2"]) == 1
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0] == "id,status,error,la_volume_ml,burden_surface_pct,utah_stage,dice,hd95_mm,dice_scar,gdice,seconds"
+    status = {r.split(",")[0]: r.split(",")[1] for r in rows[1:]}
+    assert status == {"broken": "failed", "good": "done"}
+    assert (out / "good" / "report.json").is_file() and not (out / "broken").exists()
