@@ -36,7 +36,7 @@ def bench_forward(model: str | None = None, shape_zyx: Sequence[int] = (80, 208,
 
     if levels is not None:  # an untrained network of that depth (speed does not depend on weights)
         dev = pick_device(device)
-        module, name = freeze_for_inference(build_model(ModelConfig(levels=levels)).eval()).to(dev), f"fresh {levels}-level"
+        module, name = freeze_for_inference(build_model(ModelConfig(levels=levels)), device=dev), f"fresh {levels}-level"
     else:
         loaded = load_for_inference(model, device)
         module, dev, name = loaded.module, loaded.device, f"{loaded.card['name']} {loaded.card['version']}"

@@ -265,9 +265,11 @@ def script_model(model):
         return torch.jit.script(m)
 
 
-def freeze_for_inference(model, channels_last: bool = True):
-    """A frozen TorchScript module for inference: BatchNorm folded into the convolutions
-    (torch.jit.freeze) and, with `channels_last`, weights in torch.channels_last_3d layout.
+def freeze_for_inference(model, channels_last: bool = True, device: str = "cpu"):
+    """A frozen TorchScript module for inference on `device`: BatchNorm folded into the
+    convolutions (torch.jit.freeze) and, with `channels_last`, weights in channels_last_3d layout.
+
+    Frozen weights are constants that a later `.to()` does not move, so the device is chosen here.
 
     Accepts an nn.Module or a ScriptModule (neither is changed). The outputs equal the model's in
     eval mode up to float rounding (about 1e-7), still as a dict of logits, and the frozen module
@@ -283,6 +285,7 @@ def freeze_for_inference(model, channels_last: bool = True):
     with _quiet_torchscript(), warnings.catch_warnings():
         # Module._apply on a ScriptModule reads .grad of its (non-leaf) parameters and warns.
         warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+        m = m.to(device)
         if channels_last:
             m = m.to(memory_format=torch.channels_last_3d)
         if not isinstance(m, torch.jit.ScriptModule):

@@ -40,8 +40,7 @@ class LoadedModel:
 
         if self.source is None:
             raise ModelError("this model was loaded without its unfrozen source; load it again for another device")
-        self.module = freeze_for_inference(self.source.to(device))
-        self.source.to("cpu")
+        self.module = freeze_for_inference(self.source, device=device)
         self.device = device
 
 
@@ -64,10 +63,7 @@ def load_for_inference(model: str | None = None, device: str = "auto") -> Loaded
 
     dev = pick_device(device)
     module, card, sha = load_model(model, map_location="cpu")
-    loaded = LoadedModel(freeze_for_inference(module), card, sha, "cpu", source=module)
-    if dev != "cpu":  # frozen weights are constants: freeze on the device itself
-        loaded.move_to(dev)
-    return loaded
+    return LoadedModel(freeze_for_inference(module, device=dev), card, sha, dev, source=module)
 
 
 def require_heads(loaded: LoadedModel, needed: set[str]) -> None:
