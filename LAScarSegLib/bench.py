@@ -66,7 +66,7 @@ def bench_train_step(recipe: str = "cpu-default", iterations: int = 20, override
     cfg = make_config(recipe, overrides=["data=[]", "phantoms=2", "val_phantoms=0", "val_cases=0",
                                          f"iterations={iterations + 5}", "val_every=100000",
                                          "checkpoint_every=100000", "log_every=5", "time_limit_min=null",
-                                         *overrides])
+                                         "full_fov_phantoms=0", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
         warm = train(cfg, f"{tmp}/run", stop_after=5, log=lambda m: None)
         summary = train(cfg, f"{tmp}/run", resume=True, log=lambda m: None)

@@ -133,6 +133,8 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     p.add_argument("--ids-from", default=None, help="a training run's split.json: evaluate its validation cases")
     p.add_argument("--ids", nargs="*", default=None, help="case ids to evaluate (default: all)")
     p.add_argument("--phantoms", type=int, default=0, help="number of fresh phantoms (seeds from 30000)")
+    p.add_argument("--full-fov-phantoms", type=int, default=0,
+                   help="number of fresh full-field-of-view phantoms, LA off centre (seeds from 50000)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", default=None, help="write the results as JSON here")
     add_threads_option(p)
@@ -145,14 +147,16 @@ def _run_evaluate(args) -> int:
 
     from .evaluate import ids_from_split, run_evaluation
     from .outputs import write_json
-    from .trainer import TEST_PHANTOM_SEED0
+    from .trainer import TEST_FULL_FOV_SEED0, TEST_PHANTOM_SEED0
 
     ids = args.ids or (ids_from_split(args.ids_from) if args.ids_from else None)
-    if not args.data and not args.phantoms:
-        raise InputError("nothing to evaluate: give --data and/or --phantoms N")
+    if not args.data and not args.phantoms and not args.full_fov_phantoms:
+        raise InputError("nothing to evaluate: give --data, --phantoms N and/or --full-fov-phantoms N")
     seeds = [TEST_PHANTOM_SEED0 + k for k in range(args.phantoms)]
-    result = run_evaluation(args.model, real_root=args.data, ids=ids, phantom_seeds=seeds, device=args.device)
-    for part in ("real", "phantoms"):
+    ff_seeds = [TEST_FULL_FOV_SEED0 + k for k in range(args.full_fov_phantoms)]
+    result = run_evaluation(args.model, real_root=args.data, ids=ids, phantom_seeds=seeds, full_fov_seeds=ff_seeds,
+                            device=args.device)
+    for part in ("real", "phantoms", "full_fov_phantoms"):
         if part in result:
             print(f"{part}: " + json.dumps(result[part]["summary"]))
     if args.out:

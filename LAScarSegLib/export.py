@@ -97,7 +97,7 @@ def describe_run(run_dir: str | os.PathLike, checkpoint_iteration: int | None = 
     """
     import csv
 
-    from .trainer import TRAIN_PHANTOM_SEED0, VAL_PHANTOM_SEED0
+    from .trainer import FULL_FOV_PHANTOM_SEED0, TRAIN_PHANTOM_SEED0, VAL_PHANTOM_SEED0
 
     run = Path(run_dir)
     try:
@@ -133,6 +133,16 @@ def describe_run(run_dir: str | os.PathLike, checkpoint_iteration: int | None = 
             "labels": ["la", "wall", "scar"],
             "provenance": f"synthetic images with exact truth; training seeds from {TRAIN_PHANTOM_SEED0}, "
                           f"validation seeds from {VAL_PHANTOM_SEED0}",
+        })
+    if split.get("train_full_fov_phantoms"):
+        training_data.append({
+            "source": "synthetic full-field-of-view LGE phantoms (LAScarSegLib.phantom, full_fov=True)",
+            "cases": len(split["train_full_fov_phantoms"]),
+            "validation_cases": 0,
+            "labels": ["la", "wall", "scar"],
+            "provenance": f"synthetic 640x640x88 chests with the LA off centre and exact truth; seeds from "
+                          f"{FULL_FOV_PHANTOM_SEED0}; {config.get('full_fov_weight')} of the patches, "
+                          f"{config.get('full_fov_la_focus')} of them on the LA boundary",
         })
     rates: list[float] = []
     if (run / "metrics.csv").is_file():
@@ -238,10 +248,12 @@ def card_markdown(card: dict[str, Any]) -> str:
     if validation.get("command"):
         lines += [f"Reproduce: `{validation['command']}`", ""]
     for part, title in (("real", "Real LGE images, manual LA labels, each case at its native resolution"),
-                        ("phantoms", "Fresh synthetic phantoms (never seen in training), synthetic scar truth")):
+                        ("phantoms", "Fresh synthetic phantoms (never seen in training), synthetic scar truth"),
+                        ("full_fov_phantoms", "Fresh full-field-of-view phantoms (640x640x88, LA off centre, "
+                                              "never seen in training)")):
         if part in validation:
             lines += [f"{title} ({validation[part]['n']} cases):", "", *_summary_table(validation[part]["summary"]), ""]
-    rest = {k: v for k, v in validation.items() if k not in ("real", "phantoms", "command")}
+    rest = {k: v for k, v in validation.items() if k not in ("real", "phantoms", "full_fov_phantoms", "command")}
     if rest:
         lines += ["```", json.dumps(rest, indent=2, default=str), "```"]
     for key, title in (("training", "Training run"), ("speed", "Speed")):

@@ -32,6 +32,8 @@ two batches of one:
   so a patch or case without LA contributes nothing instead of inf/NaN;
 - ``bce_scar``: BCE of the two scar channels against (normal wall, scar) binary masks;
 - ``dice_scar``: 1 - soft Dice of the scar channel per sample (smooth 1, so empty scar is fine);
+- ``dice_la``: 1 - soft Dice of the LA per sample; not a term of the paper: active only when
+  `LossWeights.dice_la` > 0 (the CPU recipe's class-balancing addition, see `train_config`);
 - ``se_scar``: Eq. (4), mean squared error of sigmoid(scar logits) against ``p_target``;
 - ``sa_m1`` / ``sa_m2``: Eq. (5), (M * (dp_hat - dp))^2 with dp = p_normal - p_scar, averaged
   over the voxels of M in each sample (0 for an empty M), then over the batch. M1 is the
@@ -83,9 +85,10 @@ class LossWeights:
     growth_every: int = 200
     growth_cap: Optional[float] = None
     boundary_thickness_mm: float = DEFAULT_BOUNDARY_MM
+    dice_la: float = 0.0  # weight of an extra LA soft-Dice term (0: the paper's Eq. 6 exactly)
 
     def __post_init__(self) -> None:
-        for name in ("lambda_la", "lambda_scar", "lambda_m1", "lambda_m2"):
+        for name in ("lambda_la", "lambda_scar", "lambda_m1", "lambda_m2", "dice_la"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -238,16 +241,27 @@ def bce_scar(scar_logits, wall, scar):
     return F.binary_cross_entropy_with_logits(scar_logits, torch.cat([normal, s], dim=1))
 
 
+def _soft_dice_loss(prob, target, smooth: float) -> Any:
+    p, g = prob.flatten(1), target.to(prob.dtype).flatten(1)
+    dice = (2 * (p * g).sum(1) + smooth) / (p.sum(1) + g.sum(1) + smooth)
+    return (1 - dice).mean()
+
+
+def dice_la(la_logits, la, smooth: float = DICE_SMOOTH):
+    """1 - soft Dice of the LA, per sample (a patch without LA scores 1 when nothing is predicted)."""
+    import torch
+
+    _check_shape("batch['la']", la, la_logits.shape)
+    return _soft_dice_loss(torch.sigmoid(la_logits), la, smooth)
+
+
 def dice_scar(scar_logits, scar, smooth: float = DICE_SMOOTH):
     """1 - soft Dice of the scar channel, per sample (smooth term: empty scar is fine), batch mean."""
     import torch
 
     B, _, *spatial = scar_logits.shape
     _check_shape("batch['scar']", scar, (B, 1, *spatial))
-    p = torch.sigmoid(scar_logits[:, 1:2]).flatten(1)
-    g = scar.to(p.dtype).flatten(1)
-    dice = (2 * (p * g).sum(1) + smooth) / (p.sum(1) + g.sum(1) + smooth)
-    return (1 - dice).mean()
+    return _soft_dice_loss(torch.sigmoid(scar_logits[:, 1:2]), scar, smooth)
 
 
 def se_scar(scar_logits, p_target):
@@ -277,7 +291,10 @@ def sa(scar_logits, p_target, mask):
 
 
 def term_weights(variant: Variant | str, weights: LossWeights, iteration: int) -> dict[str, float]:
-    """The weight of each of the variant's terms at `iteration` (Eq. 6; 1 for BCE and Dice)."""
+    """The weight of each of the variant's terms at `iteration` (Eq. 6; 1 for BCE and Dice).
+
+    ``dice_la`` joins any variant with an LA head when `weights.dice_la` > 0.
+    """
     variant = get_variant(variant)
     lam = weights.at(iteration)
     all_w = {
@@ -289,12 +306,16 @@ def term_weights(variant: Variant | str, weights: LossWeights, iteration: int) -
         "sa_m1": lam["lambda_m1"],
         "sa_m2": lam["lambda_m2"],
     }
-    return {t: all_w[t] for t in variant.terms}
+    out = {t: all_w[t] for t in variant.terms}
+    if weights.dice_la > 0 and "la" in variant.heads:
+        out["dice_la"] = float(weights.dice_la)
+    return out
 
 
 _TERM_KEYS = {
     "bce_la": ("la",),
     "se_la": ("phi",),
+    "dice_la": ("la",),
     "bce_scar": ("wall", "scar"),
     "dice_scar": ("scar",),
     "se_scar": ("p_target",),
@@ -306,7 +327,8 @@ _TERM_KEYS = {
 def total_loss(outputs: dict, batch: dict, variant: Variant | str, weights: LossWeights, iteration: int):
     """Eq. (6) for `variant`: sum of its terms times their weights at `iteration`.
 
-    Returns (loss tensor, {term: float value before weighting}) for the variant's terms only.
+    Returns (loss tensor, {term: float value before weighting}) for the active terms (the variant's, plus ``dice_la`` when
+    weighted).
     Raises `ModelError` when `outputs` lacks a head the variant needs, `InputError` when the
     batch lacks a map one of its terms needs or shapes disagree.
     """
@@ -316,7 +338,8 @@ def total_loss(outputs: dict, batch: dict, variant: Variant | str, weights: Loss
         raise ModelError(
             f"variant {variant.name!r} needs network output(s) {missing_heads}; the model gives {sorted(outputs)}"
         )
-    for term in variant.terms:
+    terms = list(term_weights(variant, weights, iteration))
+    for term in terms:
         missing = [k for k in _TERM_KEYS[term] if k not in batch]
         if term == "sa_m1" and "m1" not in batch:
             missing += [k for k in ("la", "spacing_zyx") if k not in batch]
@@ -329,9 +352,11 @@ def total_loss(outputs: dict, batch: dict, variant: Variant | str, weights: Loss
         if out is not None and (out.dim() != 5 or out.shape[1] != ch):
             raise ModelError(f"network output {name!r} must be [B, {ch}, Z, Y, X], got {list(out.shape)}")
     values = {}
-    for term in variant.terms:
+    for term in terms:
         if term == "bce_la":
             v = bce_la(la_out, batch["la"])
+        elif term == "dice_la":
+            v = dice_la(la_out, batch["la"])
         elif term == "se_la":
             v = se_la(la_out, batch["phi"])
         elif term == "bce_scar":
@@ -363,6 +388,7 @@ __all__ = [
     "bce_la",
     "bce_scar",
     "boundary_masks",
+    "dice_la",
     "dice_scar",
     "m2_mask",
     "sa",

@@ -17,9 +17,9 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +35,8 @@ Log = Callable[[str], None]
 TRAIN_PHANTOM_SEED0 = 10_000  # phantoms seen in training: seeds 10000, 10001, ...
 VAL_PHANTOM_SEED0 = 20_000  # validation phantoms (best-checkpoint selection)
 TEST_PHANTOM_SEED0 = 30_000  # fresh phantoms for the reported scar accuracy: never used in training
+FULL_FOV_PHANTOM_SEED0 = 40_000  # full-field-of-view phantoms seen in training
+TEST_FULL_FOV_SEED0 = 50_000  # fresh full-field-of-view phantoms for evaluation: never used in training
 
 
 # ------------------------------------------------------------------------------ distributed setup
@@ -83,10 +85,10 @@ def _paint(case: Case, seed: int, wall_band_mm: float) -> Case:
                 dict(case.provenance, wall=prov, scar=prov), case.source)
 
 
-def phantom_case(seed: int) -> Case:
+def phantom_case(seed: int, full_fov: bool = False) -> Case:
     from .phantom import make_phantom
 
-    ph = make_phantom(seed)
+    ph = make_phantom(seed, full_fov=full_fov)
     prov = ph.info.get("provenance", "synthetic LGE phantom")
     return Case(f"phantom-{seed}", ph.image, ph.la, ph.wall, ph.scar,
                 {"la": prov, "wall": prov, "scar": prov}, "phantom")
@@ -98,6 +100,7 @@ class DataSplit:
     val_refs: list[tuple[int, str]]
     train_phantoms: list[int]
     val_phantoms: list[int]
+    train_full_fov: list[int] = field(default_factory=list)  # full-field-of-view phantom seeds
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +108,7 @@ class DataSplit:
             "val": [f"{s}:{c}" for s, c in self.val_refs],
             "train_phantoms": self.train_phantoms,
             "val_phantoms": self.val_phantoms,
+            "train_full_fov_phantoms": self.train_full_fov,
         }
 
 
@@ -123,14 +127,22 @@ def make_split(cfg: TrainConfig) -> tuple[list, DataSplit]:
     split = DataSplit(
         train, val,
         [TRAIN_PHANTOM_SEED0 + k for k in range(cfg.phantoms)],
-        [VAL_PHANTOM_SEED0 + k for k in range(cfg.val_phantoms if cfg.phantoms or not datasets else cfg.val_phantoms)],
+        [VAL_PHANTOM_SEED0 + k for k in range(cfg.val_phantoms)],
+        [FULL_FOV_PHANTOM_SEED0 + k for k in range(cfg.full_fov_phantoms)],
     )
     return datasets, split
 
 
 def load_training_cases(cfg: TrainConfig, datasets: list, refs: list[tuple[int, str]],
-                        phantom_seeds: list[int], log: Log) -> tuple[list[TrainingCase], list[float], list[TrainingCase]]:
+                        phantom_seeds: list[int], log: Log, full_fov_seeds: Sequence[int] = ()
+                        ) -> tuple[list[TrainingCase], list[float], list[TrainingCase]]:
     """Load, paint where configured, and prepare cases.
+
+    Sampling weights give the real cases, the phantoms and the full-field-of-view phantoms their
+    configured shares of the patches (the real cases the rest); a missing group's share goes to
+    the others. Full-field-of-view phantoms centre their patches on the LA boundary only
+    `full_fov_la_focus` of the time: the rest show the chest's other blood pools, which the LA
+    crops of la2018 rarely do.
 
     Returns the cases with every label the variant needs and their sampling weights, and the
     real cases whose scar was painted once more UNPAINTED, for the LA terms only. Painted scar sits
@@ -142,7 +154,7 @@ def load_training_cases(cfg: TrainConfig, datasets: list, refs: list[tuple[int, 
     cases: list[TrainingCase] = []
     weights: list[float] = []
     la_only: list[TrainingCase] = []
-    real_weight = 1.0 - (cfg.phantom_weight if phantom_seeds else 0.0)
+    real_weight = 1.0 - cfg.phantom_weight - cfg.full_fov_weight
     n_real = max(1, len(refs))
     t0 = time.perf_counter()
     for k, (si, cid) in enumerate(refs):
@@ -162,10 +174,17 @@ def load_training_cases(cfg: TrainConfig, datasets: list, refs: list[tuple[int, 
     for seed in phantom_seeds:
         cases.append(prepare_case(phantom_case(seed), cfg.spacing_mm, beta=cfg.beta,
                                   wall_band_mm=cfg.wall_band_mm, boundary_mm=cfg.boundary_mm))
-        weights.append(cfg.phantom_weight / len(phantom_seeds) if refs else 1.0 / len(phantom_seeds))
+        weights.append(cfg.phantom_weight / len(phantom_seeds))
+    for seed in full_fov_seeds:
+        tc = prepare_case(phantom_case(seed, full_fov=True), cfg.spacing_mm, beta=cfg.beta,
+                          wall_band_mm=cfg.wall_band_mm, boundary_mm=cfg.boundary_mm)
+        tc.la_focus = cfg.full_fov_la_focus
+        cases.append(tc)
+        weights.append(cfg.full_fov_weight / len(full_fov_seeds))
     mb = sum(c.nbytes() for c in cases) / 2**20
     mb += sum(c.nbytes() for c in la_only) / 2**20
-    log(f"prepared {len(cases)} cases ({len(refs)} real, {len(phantom_seeds)} phantoms) and {len(la_only)} "
+    log(f"prepared {len(cases)} cases ({len(refs)} real, {len(phantom_seeds)} phantoms, {len(full_fov_seeds)} "
+        f"full-field-of-view phantoms) and {len(la_only)} "
         f"unpainted real cases for the LA terms in {time.perf_counter() - t0:.0f} s, {mb:.0f} MB")
     return cases, weights, la_only
 
@@ -359,7 +378,7 @@ def _plot_curves(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-CSV_FIELDS = ["kind", "iteration", "seconds", "lr", "loss", "bce_la", "se_la", "bce_scar", "dice_scar",
+CSV_FIELDS = ["kind", "iteration", "seconds", "lr", "loss", "bce_la", "se_la", "dice_la", "bce_scar", "dice_scar",
               "se_scar", "sa_m1", "sa_m2", "it_per_s", "val_la_dice", "val_scar_dice", "val_score"]
 
 
@@ -400,9 +419,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     # each rank trains on its own shard of the training cases (different data per process)
     shard = split.train_refs[dist.rank::dist.world] if dist.world > 1 else split.train_refs
     shard_ph = split.train_phantoms[dist.rank::dist.world] if dist.world > 1 else split.train_phantoms
-    if not shard and not shard_ph:
+    shard_ff = split.train_full_fov[dist.rank::dist.world] if dist.world > 1 else split.train_full_fov
+    if not shard and not shard_ph and not shard_ff:
         raise InputError("no training case left after the validation split (add data or lower val_cases)")
-    cases, weights, la_only = load_training_cases(cfg, datasets, shard, shard_ph, say)
+    cases, weights, la_only = load_training_cases(cfg, datasets, shard, shard_ph, say, shard_ff)
     # validation: real cases as they are (LA Dice on real images), phantoms for LA and scar
     val_cases = [datasets[s].load(c) for s, c in split.val_refs] if dist.main else []
     if dist.main and ("scar" in variant.heads or not split.val_refs):
@@ -426,7 +446,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     lw = LossWeights(lambda_la=cfg.lambda_la, lambda_scar=cfg.lambda_scar, lambda_m1=cfg.lambda_m1,
                      lambda_m2=cfg.lambda_m2, growth=cfg.lambda_growth, growth_every=cfg.lambda_growth_every,
-                     growth_cap=cfg.lambda_growth_cap, boundary_thickness_mm=cfg.boundary_mm)
+                     growth_cap=cfg.lambda_growth_cap, boundary_thickness_mm=cfg.boundary_mm,
+                     dice_la=cfg.lambda_dice_la)
     aug = Augmentation(flip_p=cfg.flip_p, rotate_p=cfg.rotate_p, rotate_deg=cfg.rotate_deg,
                        intensity_p=cfg.intensity_p, bias_p=cfg.bias_p, noise_p=cfg.noise_p)
 

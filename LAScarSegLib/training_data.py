@@ -39,6 +39,7 @@ class TrainingCase:
     has_scar: bool
     provenance: dict[str, str] = field(default_factory=dict)
     boundary_index: np.ndarray | None = None  # flat indices of LA boundary voxels, for sampling
+    la_focus: float | None = None  # this case's share of LA-centred patches (None: the run's)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -123,11 +124,13 @@ def crop(tc: TrainingCase, centre_zyx: Sequence[int], patch_zyx: Sequence[int]) 
 
 
 def sample_centre(tc: TrainingCase, patch_zyx: Sequence[int], rng: np.random.Generator, la_focus: float) -> tuple[int, int, int]:
-    """A patch centre: on the LA boundary with probability `la_focus`, else anywhere in the volume.
+    """A patch centre: on the LA boundary with probability `la_focus` (the case's own when it has
+    one), else anywhere in the volume.
 
     Off-boundary centres are drawn so the patch stays inside the volume where it can.
     """
     shape = tc.shape
+    la_focus = tc.la_focus if tc.la_focus is not None else la_focus
     if tc.boundary_index is not None and tc.boundary_index.size and rng.random() < la_focus:
         flat = tc.boundary_index[rng.integers(tc.boundary_index.size)]
         return tuple(int(v) for v in np.unravel_index(flat, shape))  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from LAScarSegLib.losses import (  # noqa: E402
     bce_la,
     bce_scar,
     boundary_masks,
+    dice_la,
     dice_scar,
     m2_mask,
     sa,
@@ -239,6 +240,26 @@ def test_bce_dice_and_se_scar_values() -> None:
     assert float(se_scar(torch.log(p / (1 - p)), batch["p_target"])) < 1e-8
     lg = torch.zeros(1, 2, *SHAPE)
     assert float(se_scar(lg, batch["p_target"])) == pytest.approx(float(((0.5 - batch["p_target"]) ** 2).mean()), rel=1e-6)
+
+
+def test_dice_la_joins_only_when_weighted_and_only_with_an_la_head() -> None:
+    batch = _case(4)
+    perfect = _logits(batch["la"][0, 0].numpy(), 20.0)
+    assert float(dice_la(perfect, batch["la"])) < 1e-3
+    assert float(dice_la(-perfect, batch["la"])) > 0.9
+    # the paper's Eq. 6 has no LA Dice: weight 0 (the default) leaves every variant's terms as they are
+    assert "dice_la" not in term_weights("mtl-sesa", LossWeights(), 0)
+    w = LossWeights(dice_la=0.5)
+    assert term_weights("mtl-sesa", w, 0)["dice_la"] == 0.5
+    assert "dice_la" not in term_weights("unet-scar-se", w, 0)  # no LA head, nothing to weigh
+    outs = _outputs(4, batch)
+    loss, terms = total_loss(outs, batch, "mtl-sesa", w, 0)
+    base, base_terms = total_loss(outs, batch, "mtl-sesa", LossWeights(), 0)
+    assert set(terms) == set(base_terms) | {"dice_la"}
+    assert terms["dice_la"] == pytest.approx(float(dice_la(outs["la"].detach(), batch["la"])), rel=1e-6)
+    assert float(loss - base) == pytest.approx(0.5 * terms["dice_la"], rel=1e-4)
+    with pytest.raises(InputError, match="dice_la"):
+        LossWeights(dice_la=-1.0)
 
 
 def test_sa_zero_when_prediction_equals_target_positive_otherwise() -> None:

@@ -30,6 +30,21 @@ def test_cpu_default_departures_are_named_values() -> None:
         assert info["why"]
     # every departure is a real config field
     assert set(CPU_DEFAULT) <= set(TrainConfig.__dataclass_fields__)
+    # the additions beyond the paper are off in the paper's recipe and on in the CPU one
+    paper = make_config("paper")
+    assert (paper.lambda_dice_la, paper.full_fov_phantoms) == (0.0, 0)
+    assert cfg.lambda_dice_la > 0 and cfg.full_fov_phantoms > 0
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"phantom_weight": 0.6, "full_fov_weight": 0.4}, "full_fov_weight"),
+    ({"full_fov_weight": -0.1}, "full_fov_weight"),
+    ({"full_fov_la_focus": 1.5}, "full_fov_la_focus"),
+    ({"unpainted_fraction": -0.5}, "unpainted_fraction"),
+])
+def test_patch_shares_must_be_fractions(override: dict, key: str) -> None:
+    with pytest.raises(InputError, match=key):
+        make_config("cpu-default", overrides=dict(override))
 
 
 def test_file_then_overrides(tmp_path: Path) -> None:

@@ -14,11 +14,19 @@ import torch
 
 from LAScarSegLib.errors import InputError, ModelError
 from LAScarSegLib.train_config import make_config
-from LAScarSegLib.trainer import initial_weights, load_checkpoint, train
+from LAScarSegLib.trainer import (
+    FULL_FOV_PHANTOM_SEED0,
+    initial_weights,
+    load_checkpoint,
+    load_training_cases,
+    make_split,
+    train,
+)
 
 HERE = Path(__file__).resolve().parent
 TINY = ["data=[]", "phantoms=2", "val_phantoms=1", "val_cases=0", "patch_size=[32,32,32]", "levels=3",
-        "base_channels=4", "batch_size=2", "threads=2", "log_every=2", "time_limit_min=null"]
+        "base_channels=4", "batch_size=2", "threads=2", "log_every=2", "time_limit_min=null",
+        "full_fov_phantoms=0"]
 
 
 def tiny(**kw) -> list[str]:
@@ -100,7 +108,7 @@ def test_export_cli_writes_the_card_from_the_run_and_its_evaluation(first_run: P
     plain = tmp_path / "plain.pt"
     assert main(["export", str(first_run / "best.pt"), "--out", str(plain)]) == 0
     ev = tmp_path / "eval.json"
-    assert main(["evaluate", "--model", str(plain), "--phantoms", "1", "--out", str(ev)]) == 0
+    assert main(["evaluate", "--model", str(plain), "--phantoms", "1", "--full-fov-phantoms", "1", "--out", str(ev)]) == 0
     model = tmp_path / "models" / "m.pt"
     model.parent.mkdir()
     assert main(["export", str(first_run / "best.pt"), "--out", str(model), "--evaluation", str(ev),
@@ -108,13 +116,16 @@ def test_export_cli_writes_the_card_from_the_run_and_its_evaluation(first_run: P
     _module, card = load_scripted(model)
     evaluation = json.loads(ev.read_text())
     assert card["validation"] == evaluation and evaluation["phantoms"]["seeds"] == [30000]
+    assert evaluation["full_fov_phantoms"]["seeds"] == [50000]
+    assert "full-field-of-view" in evaluation["full_fov_phantoms"]["source"]
     phantom_src = [d for d in card["training_data"] if "phantom" in d["source"]]
     assert phantom_src and phantom_src[0]["cases"] == 2 and phantom_src[0]["validation_cases"] == 1
     training = card["training"]
     assert training["recipe"] == "cpu-default" and training["checkpoint_iteration"] == card["trained_iterations"]
     assert training["median_it_per_s"] > 0 and "optimizer" in training["departures_from_paper"]
     md = model.with_suffix(".md").read_text()
-    assert "fresh synthetic phantoms" in md.lower() and "| la_dice |" in md and "Reproduce: `lascarseg evaluate" not in md
+    assert "fresh synthetic phantoms" in md.lower() and "fresh full-field-of-view phantoms" in md.lower()
+    assert "| la_dice |" in md and "Reproduce: `lascarseg evaluate" not in md
     assert 0.0 <= evaluation["phantoms"]["summary"]["la_dice"]["mean"] <= 1.0  # a miss counts as Dice 0
     registry = json.loads((model.parent / "models.json").read_text())
     assert registry["default"] == card["name"] and registry["models"][0]["card"] == card
@@ -199,3 +210,19 @@ def test_distributed_training_two_cpu_processes(tmp_path: Path) -> None:
     assert any(not torch.equal(w0[k], init[k]) for k in buffers), "BatchNorm statistics did not change"
     for k in init:
         assert torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6), f"{k} differs between ranks"
+
+
+def test_full_field_of_view_phantoms_get_their_share_and_their_own_la_focus() -> None:
+    cfg = make_config("cpu-default", overrides=tiny(phantoms=1, full_fov_phantoms=1, phantom_weight=0.3,
+                                                     full_fov_weight=0.2, full_fov_la_focus=0.25))
+    datasets, split = make_split(cfg)
+    assert split.train_full_fov == [FULL_FOV_PHANTOM_SEED0]
+    assert split.as_dict()["train_full_fov_phantoms"] == [FULL_FOV_PHANTOM_SEED0]
+    cases, weights, _ = load_training_cases(cfg, datasets, split.train_refs, split.train_phantoms, lambda m: None,
+                                            split.train_full_fov)
+    small, full = cases
+    assert full.id == f"phantom-{FULL_FOV_PHANTOM_SEED0}" and full.la_focus == 0.25 and small.la_focus is None
+    # a whole chest on the 1.25 mm grid: far wider than the LA-centred phantom
+    assert full.shape[1] > 2 * small.shape[1] and full.shape[2] > 2 * small.shape[2]
+    # no real case: the two phantom groups share the patches in the configured ratio
+    assert weights[1] / weights[0] == pytest.approx(0.2 / 0.3)

@@ -82,6 +82,21 @@ def test_sampling_keeps_the_la_in_view_and_is_deterministic() -> None:
     assert b1.shape == (3, len(CHANNELS), 16, 16, 16)
 
 
+def test_a_case_can_carry_its_own_la_focus() -> None:
+    """Full-field-of-view phantoms centre fewer patches on the LA than the run does."""
+    tc = prepare_case(sphere_case(), (1.25, 1.25, 1.25))
+    run_focus = 1.0
+
+    def on_boundary(n: int, seed: int) -> float:
+        rng = np.random.default_rng(seed)
+        return float(np.mean([tc.arrays["m1"][sample_centre(tc, (8, 8, 8), rng, run_focus)] for _ in range(n)]))
+
+    assert on_boundary(40, 0) == 1.0
+    tc.la_focus = 0.0  # the case's own share wins over the run's
+    off = on_boundary(200, 1)
+    assert off < 0.5  # the boundary shell is a small part of the volume
+
+
 def test_augmentation_keeps_channels_aligned_and_binary() -> None:
     tc = prepare_case(sphere_case(), (1.25, 1.25, 1.25))
     batch = torch.from_numpy(sample_batch([tc], None, 4, (32, 32, 32), np.random.default_rng(2), 1.0))
