@@ -112,7 +112,8 @@ def _libraryLogic() -> type:
 
 
 def methodChoices() -> list[str]:
-    """MTL-SESA, then the classical baselines the pipeline reports beside it (on the same LA)."""
+    """MTL-SESA, then the classical baselines; a chosen baseline's scar (on MTL-SESA's LA) is what
+    the scene shows, with MTL-SESA's burden reported beside it."""
     from LAScarSegLib.baselines import method_names
 
     return [MTL_SESA] + list(method_names())
@@ -154,7 +155,9 @@ class LAScarSeg(ScriptedLoadableModule):
             "'LA surface' coloured normal wall / scar, and a metrics table. After editing the "
             "Left atrium segment in Segment Editor, <b>Re-quantify</b> recomputes the scar map "
             "and burden without running the network again. Optional manual LA and scar labels "
-            "give evaluation metrics.<br><br>"
+            "give evaluation metrics. <b>Method</b> chooses whose scar is shown: MTL-SESA, or a "
+            "classical baseline (IIR, mean + k SD, Otsu, GMM) on MTL-SESA's LA, with MTL-SESA's "
+            "burden reported beside it.<br><br>"
             "<b>For research use only; not for diagnosis or treatment.</b> The LA segmentation "
             "was trained and evaluated on public LGE MRI challenge data. The scar output has "
             "been validated on synthetic scar only (no real scar labels were available); treat "
@@ -240,6 +243,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._worker = None
         self._workerInput = None
+        self._workerMethod = MTL_SESA  # the method of the running job (the combo may change meanwhile)
         self._timer = None
         self._lastResult = None
 
@@ -350,7 +354,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 la_label=self.logic.labelVolume(p.laLabel, p.inputVolume, "Left atrium"),
                 scar_label=self.logic.labelVolume(p.scarLabel, p.inputVolume, "Scar"),
                 model=model, device=p.device, band_mm=(p.bandStartMm, p.bandEndMm),
-                keep_largest=p.keepLargest, baselines=None if p.method == MTL_SESA else [p.method])
+                keep_largest=p.keepLargest, baselines=self.logic.baselinesToRun(p.method))
             self._worker = Worker(request, python=pythonForWorker()).start()
         except LAScarSegError as exc:
             self._setStatus(str(exc), error=True)
@@ -360,6 +364,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setStatus(_("Could not start the run: ") + str(exc), error=True)
             return
         self._workerInput = p.inputVolume
+        self._workerMethod = p.method
         self.ui.progressBar.value = 0
         self._setStatus(_("Starting..."))
         self._timer.start()
@@ -387,8 +392,9 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             pipelineResult = worker.result()
             p = self._parameterNode
+            # A baseline chosen as the method: the scene shows its scar, not the network's.
             result = self.logic.addResultToScene(self._workerInput, pipelineResult,
-                                                 bandMm=(p.bandStartMm, p.bandEndMm))
+                                                 bandMm=(p.bandStartMm, p.bandEndMm), method=self._workerMethod)
         except Cancelled:
             self._setStatus(_("Cancelled: the scene is as it was."))
             return

@@ -356,19 +356,27 @@ def report_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def results_html(report: Mapping[str, Any]) -> str:
-    """The results area of the module: burden, stages, LA volume, metrics, warnings, intended use."""
+    """The results area of the module: burden (and which method gave it), stages, LA volume,
+    metrics, the other methods' burdens, warnings, intended use."""
     from html import escape
 
+    from .pipeline import NETWORK_METHOD
+
     scar, la = report["scar"], report["la"]
-    lines = [f"<b>Scar burden: {scar['burden_surface_pct']:.1f} % of the LA surface</b> "
-             f"({scar['burden_wall_pct']:.1f} % of the wall volume)",
+    method = scar.get("method", NETWORK_METHOD)
+    source = "MTL-SESA" if method == NETWORK_METHOD else f"baseline {method} on MTL-SESA's LA"
+    lines = [f"<b>Scar burden ({escape(source, quote=False)}): {scar['burden_surface_pct']:.1f} % of the LA "
+             f"surface</b> ({scar['burden_wall_pct']:.1f} % of the wall volume)",
              f"Utah stage {escape(str(scar['utah_stage']))}, DECAAF stage {scar['decaaf_stage']}",
              f"LA volume {la['volume_ml']:.1f} mL"]
     for part, values in report.get("metrics", {}).items():
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
-        lines.append(f"Metrics ({escape(part)}): {escape(shown)}")
+        lines.append(f"Metrics ({escape(part)}{', ' + escape(method) if part == 'scar' else ''}): {escape(shown)}")
     for name, entry in report.get("baselines", {}).items():
-        lines.append(f"Baseline {escape(name)}: scar burden {entry['burden_surface_pct']:.1f} % of the LA surface")
+        if name == method:
+            continue  # it is the headline
+        label = "MTL-SESA (network)" if name == NETWORK_METHOD else f"Baseline {escape(name)}"
+        lines.append(f"{label}: scar burden {entry['burden_surface_pct']:.1f} % of the LA surface")
     lines += [f"<span style='color:#a05a00'>Note: {escape(w)}</span>" for w in report.get("warnings", [])]
     lines.append(f"<i>{escape(str(report.get('intended_use', '')))}</i>")
     return "<br>".join(lines)
@@ -381,10 +389,12 @@ def requantified(result, la: Volume, band_mm: Sequence[float] = (-1.0, 3.0)):
     The network's probabilities (`result.prediction`) stay; the wall band, the scar (wall band
     where p_scar > p_normal), the surface, the projection, burden, stages, volume, warnings and the
     metrics against manual labels are recomputed with the same functions the pipeline uses.
+    When `result` shows a baseline's scar (`pipeline.with_baseline_scar`), that baseline is run
+    again on the edited LA and shown, so an edit never swaps the method the user chose.
     """
     from .distance import wall_band
     from .metrics import la_metrics, scar_surface_metrics
-    from .pipeline import PipelineResult
+    from .pipeline import PipelineResult, is_network, shown_method, with_baseline_scar, with_baselines
     from .predict import scar_mask
     from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
     from .quantify import decaaf_stage, geometry_warnings, la_volume_ml, utah_stage, wall_burden_pct
@@ -423,7 +433,11 @@ def requantified(result, la: Volume, band_mm: Sequence[float] = (-1.0, 3.0)):
         m = scar_surface_metrics(scar, labels["scar"], ref_wall, ref_la, pred_wall=wall)
         report.setdefault("metrics", {})["scar"] = {k: m[k] for k in ("accuracy", "dice_scar", "dice_normal", "gdice")}
     report.pop("baselines", None)  # they were computed on the network's LA
-    return PipelineResult(result.image, la, wall, scar, prob, mesh, report, labels, pred, result.card)
+    new = PipelineResult(result.image, la, wall, scar, prob, mesh, report, labels, pred, result.card)
+    method = shown_method(result)
+    if is_network(method):
+        return new
+    return with_baseline_scar(with_baselines(new, [method], band), method)
 
 
 # ================================================================================ models, phantom
@@ -591,22 +605,41 @@ class LAScarSegLogic:
     # ----------------------------------------------------------------------------- process
     def process(self, inputVolume, laLabel=None, scarLabel=None, *, device: str = "auto", model: str | None = None,
                 bandMm: Sequence[float] = (-1.0, 3.0), keepLargest: bool = True, progress: ProgressFn | None = None,
-                cancel: threading.Event | None = None, baselines: Sequence[str] | None = None) -> LAScarSegResult:
+                cancel: threading.Event | None = None, baselines: Sequence[str] | None = None,
+                method: str = "mtl-sesa") -> LAScarSegResult:
         """Segment and quantify `inputVolume`, blocking, and add the results to its scene.
 
+        `method`: "mtl-sesa" (the network's scar) or a baseline of `baselines.method_names()`,
+        which then runs too and whose scar the scene shows (on the network's LA; see
+        `pipeline.with_baseline_scar`). `baselines`: more baselines reported beside it.
         On cancel (`Cancelled`) or any failure the scene is as it was: nodes are only added once
         the pipeline has finished, and `addResultToScene` removes what it added if it fails.
         """
         from .pipeline import segment
 
+        runs = self.baselinesToRun(method, baselines)
         image = self.inputImage(inputVolume)
         la = self.labelVolume(laLabel, inputVolume, LA_SEGMENT)
         scar = self.labelVolume(scarLabel, inputVolume, SCAR_SEGMENT)
         result = segment(image, la_label=la, scar_label=scar, model=model, device=device, band_mm=bandMm,
-                         keep_largest=keepLargest, baselines=baselines, progress=progress, cancel=cancel)
+                         keep_largest=keepLargest, baselines=runs, progress=progress, cancel=cancel)
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled by the user")
-        return self.addResultToScene(inputVolume, result, bandMm=bandMm)
+        return self.addResultToScene(inputVolume, result, bandMm=bandMm, method=method)
+
+    @staticmethod
+    def baselinesToRun(method: str | None, baselines: Sequence[str] | None = None) -> list[str] | None:
+        """The baselines the pipeline must run for `method` (shown) and `baselines` (reported);
+        an unknown method is refused before the network runs."""
+        from .baselines import method_names
+        from .pipeline import is_network
+
+        runs = list(baselines or [])
+        if not is_network(method):
+            if method not in method_names():
+                raise InputError(f"unknown method {method!r}; known: mtl-sesa, {', '.join(method_names())}")
+            runs.append(str(method))
+        return list(dict.fromkeys(runs)) or None
 
     def requantify(self, inputVolume, laSegmentation, result: LAScarSegResult) -> LAScarSegResult:
         """Re-project and re-quantify after the user edited the LA segment (no network run).
@@ -635,14 +668,21 @@ class LAScarSegLogic:
                 found[role] = node
         return found
 
-    def addResultToScene(self, inputVolume, pipelineResult, *, bandMm: Sequence[float] = (-1.0, 3.0)) -> LAScarSegResult:
+    def addResultToScene(self, inputVolume, pipelineResult, *, bandMm: Sequence[float] = (-1.0, 3.0),
+                         method: str | None = None) -> LAScarSegResult:
         """Put a `PipelineResult` of `inputVolume` into its scene, replacing that input's outputs.
 
+        `method`: a baseline's name shows that baseline's scar (`pipeline.with_baseline_scar`; the
+        result must hold it); None or "mtl-sesa" shows the result as it is.
         All or nothing: if anything fails, every node added here is removed again and the earlier
         outputs stay; they are removed only after the new ones are complete.
         """
+        from .pipeline import is_network, with_baseline_scar
+
         if inputVolume is None or inputVolume.GetScene() is None:
             raise InputError("the input volume is not in a scene")
+        if not is_network(method):
+            pipelineResult = with_baseline_scar(pipelineResult, method)
         image = node_to_volume(inputVolume)
         if not image.geometry.same_grid(pipelineResult.image.geometry):
             raise InputError(f"the result was computed on another grid ({pipelineResult.image.geometry.describe()}) "

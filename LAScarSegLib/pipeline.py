@@ -43,6 +43,9 @@ class PipelineResult:
     # Kept so that the Slicer logic can re-quantify an edited LA without running the network again:
     prediction: Any = None  # predict.Prediction (probabilities on the image grid)
     card: dict[str, Any] = field(default_factory=dict)  # the model card (wall band, name, version)
+    # baselines.BaselineResult per method run (report["baselines"] holds their numbers), kept so
+    # that `with_baseline_scar` can show a baseline's scar instead of the network's:
+    baselines: dict[str, Any] = field(default_factory=dict)
 
 
 class _Stages:
@@ -185,14 +188,17 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     metrics = st.run("metrics", measure)
     if metrics:
         report["metrics"] = metrics
+    found: dict[str, Any] = {}
     if baselines:
-        report["baselines"] = st.run("metrics", lambda: _baselines(img, la, mesh, labels, baselines, wall_mm, band))
+        report["baselines"], found = st.run("metrics", lambda: _baselines(img, la, mesh, labels, baselines, wall_mm,
+                                                                           band))
     report["timings_s"] = dict(st.timings)
-    return PipelineResult(img, la, wall, scar, scar_prob, mesh, report, labels, pred, dict(card))
+    return PipelineResult(img, la, wall, scar, scar_prob, mesh, report, labels, pred, dict(card), found)
 
 
 def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods: Sequence[str], wall_mm: float,
-               band: tuple[float, float]) -> dict[str, Any]:
+               band: tuple[float, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report["baselines"] entries, {method: BaselineResult}) of the baselines on `la` and `mesh`."""
     from .baselines import baseline_surface_metrics, run_baselines
 
     results = run_baselines(img, la, methods=list(methods) or None, wall_band_mm=wall_mm, band_mm=band, mesh=mesh)
@@ -203,7 +209,119 @@ def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods
             entry["metrics"] = baseline_surface_metrics(r, labels["scar"], labels.get("wall"), labels.get("la", la),
                                                          mesh=mesh, wall_band_mm=wall_mm, band_mm=band)
         out[name] = entry
+    return out, results
+
+
+# ------------------------------------------------------------------- a baseline's scar as the result
+#: The network's name where methods are named (report["baselines"], `with_baseline_scar`).
+NETWORK_METHOD = "mtl-sesa"
+_SCAR_METRIC_KEYS = ("accuracy", "dice_scar", "dice_normal", "gdice", "surface")
+
+
+def is_network(method: str | None) -> bool:
+    """Whether `method` names the network (None, "mtl-sesa", the module's "MTL-SESA")."""
+    return method is None or str(method).strip().lower() == NETWORK_METHOD
+
+
+def shown_method(result: PipelineResult) -> str:
+    """The method whose scar `result` shows: a baseline's name after `with_baseline_scar`, else the network."""
+    return str(result.report.get("scar", {}).get("method", NETWORK_METHOD))
+
+
+def with_baselines(result: PipelineResult, methods: Sequence[str],
+                   band_mm: Sequence[float] = (-1.0, 3.0)) -> PipelineResult:
+    """A copy of `result` with the named baselines also run on its LA and surface (no network run).
+
+    As `segment(..., baselines=methods)` would have: report["baselines"] entries (with metrics when
+    a manual scar label was given) and the BaselineResults, merged with those already there.
+    `band_mm` must be the band the result was projected with.
+    """
+    import copy
+    import dataclasses
+
+    band = (float(band_mm[0]), float(band_mm[1]))
+    entries, found = _baselines(result.image, result.la, result.mesh, result.labels, methods,
+                                float(result.card["wall_band_mm"]), band)
+    report = copy.deepcopy(result.report)
+    report["baselines"] = {**report.get("baselines", {}), **entries}
+    return dataclasses.replace(result, report=report, baselines={**result.baselines, **found})
+
+
+def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
+    """`result` showing baseline `method`'s scar instead of the network's; `result` is not modified.
+
+    What a user who chose a baseline sees must be that baseline, not the network (the LA stays the
+    network's: baselines need an LA). Needs `result.baselines[method]` (`segment(...,
+    baselines=[method])` or `with_baselines`). In the returned copy:
+    - mesh: the `Scar` point array is the baseline's `point_scar`; `ScarProbability` stays the
+      network's (a threshold has no probability; CONTRACTS section 5 needs both arrays);
+    - scar: the baseline's voxel scar: its `scar_mask` (otsu, gmm), or for surface methods (IIR,
+      mean + k SD, decided per mesh point) the wall-band voxels whose nearest mesh point is scar;
+    - scar_probability, la, wall: the network's;
+    - report["scar"]: "method" and the baseline's burden, wall burden and stages; the network's
+      numbers move to report["baselines"]["mtl-sesa"] (with its scar metrics, if any);
+      report["metrics"]["scar"]: the baseline's metrics from report["baselines"][method].
+    """
+    import copy
+    import dataclasses
+
+    from .projection import surface_burden_pct
+    from .quantify import decaaf_stage, utah_stage, wall_burden_pct
+
+    if not is_network(shown_method(result)):
+        raise InputError(f"this result already shows the baseline {shown_method(result)!r}, not the network")
+    r = result.baselines.get(method)
+    if r is None or method not in result.report.get("baselines", {}):
+        raise InputError(f"the baseline {method!r} was not run for this result (computed: "
+                         f"{', '.join(result.baselines) or 'none'}): run it with baselines=[{method!r}]")
+    mesh = _mesh_with_scar(result.mesh, r.point_scar)
+    scar = r.scar_mask if r.scar_mask is not None else _nearest_point_scar(result.wall, r.points, r.point_scar)
+    burden = surface_burden_pct(mesh, "Scar")
+
+    report = copy.deepcopy(result.report)
+    network = dict(report["scar"])
+    if "scar" in report.get("metrics", {}):
+        network["metrics"] = report["metrics"]["scar"]
+    report["baselines"] = {NETWORK_METHOD: network, **report["baselines"]}
+    report["scar"] = {"method": method, "burden_surface_pct": round(burden, 2),
+                      "burden_wall_pct": round(wall_burden_pct(scar, result.wall), 2),
+                      "utah_stage": utah_stage(burden), "decaaf_stage": decaaf_stage(burden)}
+    scored = report["baselines"][method].get("metrics")
+    if "scar" in report.get("metrics", {}) and scored is not None:
+        report["metrics"]["scar"] = {k: scored[k] for k in _SCAR_METRIC_KEYS if k in scored}
+    return dataclasses.replace(result, scar=scar, mesh=mesh, report=report, baselines=dict(result.baselines))
+
+
+def _mesh_with_scar(mesh, point_scar: np.ndarray):
+    """A deep copy of `mesh` whose `Scar` point array (uint8) is `point_scar`."""
+    from vtkmodules.util import numpy_support
+    from vtkmodules.vtkCommonDataModel import vtkPolyData
+
+    values = np.asarray(point_scar).astype(np.uint8).reshape(-1)
+    if values.size != mesh.GetNumberOfPoints():
+        raise InputError(f"the baseline has {values.size} points, the surface {mesh.GetNumberOfPoints()}: "
+                         "it was computed on another surface")
+    out = vtkPolyData()
+    out.DeepCopy(mesh)
+    array = numpy_support.numpy_to_vtk(values, deep=True)
+    array.SetName("Scar")
+    out.GetPointData().RemoveArray("Scar")
+    out.GetPointData().AddArray(array)
     return out
+
+
+def _nearest_point_scar(wall: Volume, points: np.ndarray, point_scar: np.ndarray) -> Volume:
+    """Wall voxels whose nearest mesh point (LPS mm, k-d tree) is scar: a per-point decision as voxels."""
+    from scipy.spatial import cKDTree
+
+    band = np.asarray(wall.array).astype(bool)
+    out = np.zeros(band.shape, np.uint8)
+    scar = np.asarray(point_scar).astype(bool).reshape(-1)
+    idx = np.argwhere(band)  # z, y, x
+    if len(idx) and scar.any():
+        _, nearest = cKDTree(np.asarray(points, np.float64)).query(wall.geometry.index_to_physical(idx[:, ::-1]))
+        out[tuple(idx.T)] = scar[nearest]
+    return wall.with_array(out)
 
 
 # --------------------------------------------------------------------------------------- outputs

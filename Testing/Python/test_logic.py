@@ -1,14 +1,16 @@
 """LAScarSegLogic (CONTRACTS section 7) on a real slicer-core MRML scene with a phantom.
 
-Two full pipeline runs in this file: `process` once (labels given, the LA label on another grid,
-the scar label as a segmentation) and nothing else re-runs the network: the other tests put that
-run's `PipelineResult` into fresh scenes with `addResultToScene`, re-quantify it, or stop early
-(cancel, failures). The model is the registered default (`model=None`); LASCARSEG_TEST_MODEL
+The network runs in full twice in this file: `process` with labels (the LA label on another grid,
+the scar label as a segmentation), and `process` with a baseline as the method. Nothing else runs
+it to the end: the other tests put the first run's `PipelineResult` into fresh scenes with
+`addResultToScene`, re-quantify it, show a baseline's scar on it, or stop early (cancel,
+failures). The model is the registered default (`model=None`); LASCARSEG_TEST_MODEL
 points at another .pt file for development only.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import threading
@@ -28,6 +30,7 @@ import vtk  # noqa: E402
 from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 
 from LAScarSegLib import logic_checks as checks  # noqa: E402
+from LAScarSegLib.baselines import run_baselines  # noqa: E402
 from LAScarSegLib.errors import Cancelled, InputError, ModelError  # noqa: E402
 from LAScarSegLib.image import Geometry, Volume  # noqa: E402
 from LAScarSegLib.logic import (  # noqa: E402
@@ -36,10 +39,12 @@ from LAScarSegLib.logic import (  # noqa: E402
     LAScarSegLogic,
     report_rows,
     requantified,
+    results_html,
     segments_to_volume,
     volume_to_node,
 )
 from LAScarSegLib.phantom import make_phantom  # noqa: E402
+from LAScarSegLib.pipeline import with_baseline_scar, with_baselines  # noqa: E402
 from LAScarSegLib.projection import surface_burden_pct  # noqa: E402
 
 MODEL = os.environ.get("LASCARSEG_TEST_MODEL") or None  # None: the registered default model
@@ -180,6 +185,86 @@ def test_requantify_after_an_edit_of_the_LA_segment(mrml, processed, phantom) ->
     assert new.report["scar"]["burden_surface_pct"] != first.report["scar"]["burden_surface_pct"]
     assert any("re-quantified" in w for w in new.report["warnings"])
     assert new.report["metrics"]["la"]["dice"] < first.report["metrics"]["la"]["dice"]  # half an LA scores lower
+
+
+# ------------------------------------------------------------------ a baseline as the method
+def _point_array(mesh, name: str) -> np.ndarray:
+    return vtk_to_numpy(mesh.GetPointData().GetArray(name)).copy()
+
+
+def test_with_baseline_scar_shows_the_baselines_scar_and_leaves_the_input(processed) -> None:
+    pr = with_baselines(processed["result"].pipelineResult, ["iir-1.20", "otsu"])
+    report, scar, mesh_scar = copy.deepcopy(pr.report), pr.scar.array.copy(), _point_array(pr.mesh, "Scar")
+    wall = pr.wall.array.astype(bool)
+    for method in ("otsu", "iir-1.20"):
+        b, entry = pr.baselines[method], pr.report["baselines"][method]
+        view = with_baseline_scar(pr, method)
+        np.testing.assert_array_equal(_point_array(view.mesh, "Scar"), b.point_scar)
+        np.testing.assert_array_equal(_point_array(view.mesh, "ScarProbability"),
+                                      _point_array(pr.mesh, "ScarProbability"))  # the network's
+        assert view.report["scar"]["method"] == method
+        assert view.report["scar"]["burden_surface_pct"] == entry["burden_surface_pct"]
+        assert view.report["scar"]["burden_surface_pct"] == pytest.approx(surface_burden_pct(view.mesh), abs=0.005)
+        assert view.report["baselines"]["mtl-sesa"]["burden_surface_pct"] == report["scar"]["burden_surface_pct"]
+        assert view.report["baselines"]["mtl-sesa"]["metrics"] == report["metrics"]["scar"]
+        assert {k: view.report["metrics"]["scar"][k] for k in ("accuracy", "dice_scar", "dice_normal", "gdice")} == \
+            {k: entry["metrics"][k] for k in ("accuracy", "dice_scar", "dice_normal", "gdice")}
+        assert view.report["metrics"]["la"] == report["metrics"]["la"]  # the LA is still the network's
+        got = view.scar.array.astype(bool)
+        assert got.any() and not (got & ~wall).any()
+        if method == "otsu":  # a voxel method: its own voxel mask
+            np.testing.assert_array_equal(view.scar.array, b.scar_mask.array)
+            assert view.report["scar"]["burden_wall_pct"] == round(b.info["burden_wall_pct"], 2)
+        else:  # a surface method: each wall voxel takes its nearest point's decision (brute force here)
+            idx = np.argwhere(wall)[np.random.default_rng(0).choice(int(wall.sum()), 300, replace=False)]
+            xyz = pr.wall.geometry.index_to_physical(idx[:, ::-1])
+            nearest = np.argmin((b.points ** 2).sum(axis=1)[None, :] - 2.0 * xyz @ b.points.T, axis=1)
+            np.testing.assert_array_equal(got[tuple(idx.T)], b.point_scar[nearest].astype(bool))
+    # The input is as it was; a view is not turned into another; a baseline not run is refused.
+    assert pr.report == report
+    np.testing.assert_array_equal(pr.scar.array, scar)
+    np.testing.assert_array_equal(_point_array(pr.mesh, "Scar"), mesh_scar)
+    with pytest.raises(InputError, match="already shows"):
+        with_baseline_scar(with_baseline_scar(pr, "otsu"), "iir-1.20")
+    with pytest.raises(InputError, match="not run"):
+        with_baseline_scar(pr, "gmm")
+
+
+def test_process_with_a_baseline_as_the_method_shows_its_scar_and_requantifies_it(mrml, phantom) -> None:
+    logic = LAScarSegLogic()
+    node = volume_to_node(phantom.image, "lge")
+    la_label = volume_to_node(phantom.la, "manual LA", labelmap=True)
+    scar_label = volume_to_node(phantom.scar, "manual scar", labelmap=True)
+    with pytest.raises(InputError, match="unknown method"):
+        logic.process(node, method="iir-9.99", model=MODEL)  # refused before the network runs
+    result = logic.process(node, la_label, scar_label, model=MODEL, method="iir-1.20")
+    checks.check_outputs(result, node)
+    pr = result.pipelineResult
+    wall_mm = float(pr.card["wall_band_mm"])
+    expected = run_baselines(phantom.image, pr.la, methods=["iir-1.20"], wall_band_mm=wall_mm, mesh=pr.mesh)["iir-1.20"]
+    np.testing.assert_array_equal(_point_array(result.surfaceModel.GetPolyData(), "Scar"), expected.point_scar)
+    rows = {r[0]: r[1] for r in report_rows(result.report)}
+    assert rows["scar.method"] == "iir-1.20"
+    assert float(rows["scar.burden_surface_pct"]) == round(expected.burden_surface_pct, 2)
+    assert "mtl-sesa" in result.report["baselines"] and "iir-1.20" in result.report["baselines"]
+    assert "Scar burden (baseline iir-1.20" in results_html(result.report)
+    seg = result.segmentation
+    scar_seg = slicer.util.arrayFromSegmentBinaryLabelmap(
+        seg, seg.GetSegmentation().GetSegmentIdBySegmentName(SCAR_SEGMENT), node)
+    np.testing.assert_array_equal(scar_seg > 0, pr.scar.array > 0)  # the segment is the baseline's voxel scar
+    # Re-quantify after an edit: the same baseline on the edited LA, not the network's scar.
+    la_id = seg.GetSegmentation().GetSegmentIdBySegmentName(LA_SEGMENT)
+    la = slicer.util.arrayFromSegmentBinaryLabelmap(seg, la_id, node)
+    edited = la.copy()
+    edited[:, :, :int(np.median(np.argwhere(la > 0)[:, 2]))] = 0
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited, seg, la_id, node)
+    new = logic.requantify(node, seg, result)
+    checks.check_outputs(new, node)
+    npr = new.pipelineResult
+    assert new.report["scar"]["method"] == "iir-1.20" and "mtl-sesa" in new.report["baselines"]
+    again = run_baselines(phantom.image, npr.la, methods=["iir-1.20"], wall_band_mm=wall_mm, mesh=npr.mesh)["iir-1.20"]
+    np.testing.assert_array_equal(_point_array(new.surfaceModel.GetPolyData(), "Scar"), again.point_scar)
+    assert new.report["scar"]["burden_surface_pct"] == round(again.burden_surface_pct, 2)
 
 
 def _point_areas(poly) -> np.ndarray:
@@ -363,7 +448,13 @@ def test_results_text_has_burden_stages_metrics_warnings_and_intended_use() -> N
               "metrics": {"la": {"dice": 0.91234}}, "baselines": {"otsu": {"burden_surface_pct": 20.0}},
               "warnings": ["LA label <x> was resampled"], "intended_use": "Research use only."}
     text = results_html(report)
-    for needed in ("12.2 % of the LA surface", "Utah stage II", "DECAAF stage 2", "LA volume 101.5 mL",
-                   "dice 0.912", "Baseline otsu: scar burden 20.0 %", "LA label &lt;x&gt; was resampled",
-                   "Research use only."):
+    for needed in ("Scar burden (MTL-SESA): 12.2 % of the LA surface", "Utah stage II", "DECAAF stage 2",
+                   "LA volume 101.5 mL", "dice 0.912", "Baseline otsu: scar burden 20.0 %",
+                   "LA label &lt;x&gt; was resampled", "Research use only."):
         assert needed in text, (needed, text)
+    shown = {**report, "scar": {**report["scar"], "method": "otsu", "burden_surface_pct": 20.0},
+             "baselines": {"mtl-sesa": {"burden_surface_pct": 12.25}, "otsu": {"burden_surface_pct": 20.0}}}
+    text = results_html(shown)
+    for needed in ("Scar burden (baseline otsu on MTL-SESA's LA): 20.0 %", "MTL-SESA (network): scar burden 12.2 %"):
+        assert needed in text, (needed, text)
+    assert "Baseline otsu" not in text  # the headline already is otsu
