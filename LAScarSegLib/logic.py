@@ -318,8 +318,9 @@ SCAR_COLOR = (0.85, 0.1, 0.05)
 LA_COLOR = NORMAL_WALL_COLOR
 #: DICOM / SNOMED CT codes in Slicer's terminology entry format (context~category~type~modifier~
 #: anatomic context~region~region modifier): Left atrium SCT 82471001 (an anatomical structure);
-#: Scar SCT 12402003 (a morphologically altered structure, SCT 49755003).
-LA_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list"
+#: Scar SCT 12402003 (a morphologically altered structure, SCT 49755003). Both in the DICOM master
+#: list context, which lists the left atrium (SlicerTotalSegmentator labels it with the same entry).
+LA_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
                   "~SCT^123037004^Anatomical Structure~SCT^82471001^Left atrium~^^"
                   "~Anatomic codes - DICOM master list~^^~^^")
 SCAR_TERMINOLOGY = ("Segmentation category and type - DICOM master list"

@@ -257,7 +257,7 @@ def test_dice_la_joins_only_when_weighted_and_only_with_an_la_head() -> None:
     base, base_terms = total_loss(outs, batch, "mtl-sesa", LossWeights(), 0)
     assert set(terms) == set(base_terms) | {"dice_la"}
     assert terms["dice_la"] == pytest.approx(float(dice_la(outs["la"].detach(), batch["la"])), rel=1e-6)
-    assert float(loss - base) == pytest.approx(0.5 * terms["dice_la"], rel=1e-4)
+    assert float((loss - base).detach()) == pytest.approx(0.5 * terms["dice_la"], rel=1e-4)
     with pytest.raises(InputError, match="dice_la"):
         LossWeights(dice_la=-1.0)
 
