@@ -155,3 +155,17 @@ def test_batch_finishes_what_it_can(tmp_path: Path, phantom_files: dict[str, Pat
     status = {r.split(",")[0]: r.split(",")[1] for r in rows[1:]}
     assert status == {"broken": "failed", "good": "done"}
     assert (out / "good" / "report.json").is_file() and not (out / "broken").exists()
+
+
+def test_full_field_of_view_runs_and_says_when_the_largest_component_is_doubtful() -> None:
+    """A whole chest with the LA off centre (sliding windows over 640x640x88). The bundled model also
+    marks other, larger blood pools (README, "The bundled model"); the largest component stays the
+    result, and the report points at the more certain component, which is the true LA."""
+    ph = make_phantom(7, full_fov=True)
+    result = segment(ph.image, la_label=ph.la, device="cpu")
+    assert result.la.array.shape == ph.image.array.shape and result.report["la"]["components_removed"] > 0
+    doubts = [w for w in result.report["warnings"] if "less certain than another" in w]
+    assert len(doubts) == 1, result.report["warnings"]
+    named_ml = float(doubts[0].split("another of ")[1].split(" mL")[0])
+    true_ml = ph.la.array.astype(bool).sum() * ph.la.geometry.voxel_volume_mm3 / 1000.0
+    assert abs(named_ml - true_ml) < 0.25 * true_ml  # the certain component is the size of the true LA

@@ -13,7 +13,15 @@ from LAScarSegLib.errors import InputError, ModelError
 from LAScarSegLib.export import card_markdown, export_checkpoint, load_model, register
 from LAScarSegLib.image import Geometry, Volume
 from LAScarSegLib.network import ModelConfig, build_model
-from LAScarSegLib.predict import LoadedModel, la_mask, load_for_inference, predict, require_heads, scar_mask
+from LAScarSegLib.predict import (
+    LoadedModel,
+    component_warning,
+    la_mask,
+    load_for_inference,
+    predict,
+    require_heads,
+    scar_mask,
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +114,28 @@ def test_cuda_out_of_memory_falls_back_to_cpu(tiny_model: Path, monkeypatch: pyt
     assert devices == ["cuda", "cpu"] and pred.device == "cpu" and loaded.device == "cpu"
     assert any("out of memory" in w for w in pred.warnings)
     assert pred.la.geometry == geom
+
+
+def _two_blobs(p_big: float, p_small: float, small_mm: float = 16.0) -> Volume:
+    """A 1 mm grid with a big cube (40 mm side, 64 mL) and a smaller one, at the given probabilities."""
+    geo = Geometry((120, 60, 60), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    prob = np.zeros(geo.shape, np.float32)
+    prob[10:50, 10:50, 5:45] = p_big
+    k = int(small_mm)
+    prob[20:20 + k, 20:20 + k, 70:70 + 2 * k] = p_small
+    return Volume(prob, geo, "prob")
+
+
+def test_component_warning_when_a_smaller_component_is_clearly_more_certain() -> None:
+    # a blood pool the network is unsure of (64 mL), bigger than the certain LA (20x20x40 mm = 16 mL)
+    small_but_candidate = _two_blobs(0.7, 0.97, small_mm=20.0)
+    mask, removed = la_mask(small_but_candidate)
+    assert removed == 1 and mask.array.sum() == 40 ** 3  # the result stays the largest component
+    warning = component_warning(small_but_candidate)
+    assert warning is not None and "(64 mL, 0% of it" in warning and "another of 16 mL (100%)" in warning
+    # no warning: the certain one is under 10 mL (16x16x32 mm = 8 mL), the largest is the certain one,
+    # the difference is small, or every component is kept
+    assert component_warning(_two_blobs(0.7, 0.97)) is None
+    assert component_warning(_two_blobs(0.97, 0.7, small_mm=20.0)) is None
+    assert component_warning(_two_blobs(0.95, 0.96, small_mm=20.0)) is None
+    assert component_warning(small_but_candidate, keep_largest=False) is None
