@@ -18,7 +18,7 @@ import numpy as np
 
 from .datasets import open_dataset
 from .errors import NoLAFound
-from .predict import LoadedModel, la_mask, predict, scar_mask
+from .predict import LoadedModel, la_mask, predict_localised, scar_mask
 
 Log = Callable[[str], None]
 
@@ -43,7 +43,7 @@ def evaluate_real(loaded: LoadedModel, root: str, ids: Sequence[str] | None, log
     for cid in ids:
         case = ds.load(cid)
         t0 = time.perf_counter()
-        pred = predict(loaded, case.image)
+        pred = predict_localised(loaded, case.image, keep_largest=keep_largest)
         try:
             mask, removed = la_mask(pred.la, keep_largest)
         except NoLAFound:  # a miss is a result (Dice 0), not a reason to stop the evaluation
@@ -69,7 +69,7 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
     rows = []
     for seed in seeds:
         ph = make_phantom(seed, full_fov=full_fov)
-        pred = predict(loaded, ph.image)
+        pred = predict_localised(loaded, ph.image)
         try:
             mask, _ = la_mask(pred.la)
         except NoLAFound:  # scored as a miss: LA Dice 0, and no LA surface to score scar on

@@ -102,7 +102,7 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     """
     from .datasets import scar_and_wall_from_values
     from .distance import wall_band
-    from .predict import component_warning, la_mask, load_for_inference, predict, require_heads, scar_mask
+    from .predict import component_warning, la_mask, load_for_inference, predict_localised, require_heads, scar_mask
     from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
     from .quantify import decaaf_stage, geometry_warnings, la_volume_ml, utah_stage, wall_burden_pct
 
@@ -139,7 +139,8 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     img, mdl = st.run("load", load)
     card = mdl.card
     wall_mm = float(card["wall_band_mm"])
-    pred = st.run("inference", lambda: predict(mdl, img, progress=st.sub_progress("inference"), cancel=cancel))
+    pred = st.run("inference", lambda: predict_localised(mdl, img, keep_largest=keep_largest,
+                                                         progress=st.sub_progress("inference"), cancel=cancel))
     warnings += pred.warnings
 
     def post():

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from .distance import wall_band
 from .errors import InputError, ModelError, NoLAFound
-from .image import Volume, grid_for_spacing, normalise, resample
+from .image import Geometry, Volume, grid_for_spacing, normalise, resample
 from .inference import MAX_WINDOW_VOXELS, inference_window, sliding_window
 
 ProgressFn = Callable[[float, str], None]
@@ -146,6 +146,45 @@ def la_mask(prob: Volume, keep_largest: bool = True) -> tuple[Volume, int]:
 CANDIDATE_MIN_ML = 10.0
 CONFIDENT_P = 0.9
 CERTAINTY_MARGIN = 0.2
+#: `localised`: margin of the fine pass's box around the most certain component (mm).
+LOCALISE_MARGIN_MM = 20.0
+
+
+@dataclass
+class _Doubt:
+    """The kept (largest) component and a clearly more certain one (indices into the label arrays)."""
+
+    labels: np.ndarray
+    ml: np.ndarray
+    certain: np.ndarray
+    kept: int
+    best: int
+
+
+def _doubt(prob: Volume) -> _Doubt | None:
+    labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
+    if n < 2:
+        return None
+    idx = np.arange(1, n + 1)
+    ml = np.bincount(labels.ravel(), minlength=n + 1)[1:] * prob.geometry.voxel_volume_mm3 / 1000.0
+    certain = np.asarray(ndimage.mean(prob.array > CONFIDENT_P, labels, idx))
+    kept = int(ml.argmax())
+    others = [i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML]
+    if not others:
+        return None
+    best = max(others, key=lambda i: certain[i])
+    if certain[best] < certain[kept] + CERTAINTY_MARGIN:
+        return None
+    return _Doubt(labels, ml, certain, kept, best)
+
+
+def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool = True,
+                      progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction:
+    """`predict` over the whole field of view, then, when the largest LA candidate is in doubt and only
+    one component will be kept, the fine pass of `localised`. What the pipeline and `evaluate` run."""
+    pred = predict(loaded, image, progress=progress, cancel=cancel)
+    fine = localised(loaded, image, pred, cancel=cancel) if keep_largest else None
+    return fine if fine is not None else pred
 
 
 def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
@@ -156,24 +195,58 @@ def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
     component (0.64-0.83 of its voxels over probability 0.9, against 0.03-0.47 for the others).
     The largest component stays the result (CONTRACTS section 5); this says when to check it.
     """
-    if not keep_largest:
+    d = _doubt(prob) if keep_largest else None
+    if d is None:
         return None
-    labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
-    if n < 2:
+    return (f"the kept LA component ({d.ml[d.kept]:.0f} mL, {d.certain[d.kept]:.0%} of it with LA probability over "
+            f"{CONFIDENT_P}) is less certain than another of {d.ml[d.best]:.0f} mL ({d.certain[d.best]:.0%}): the image "
+            "may show other blood pools (a whole field of view); check the LA, or crop the image around it")
+
+
+def _box_slices(mask: np.ndarray, margin_vox: Sequence[int]) -> tuple[slice, slice, slice]:
+    """(z, y, x) slices of the box around `mask`, grown by `margin_vox` (z, y, x), clipped to the array."""
+    out = []
+    for axis, (n, pad) in enumerate(zip(mask.shape, margin_vox)):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        out.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + pad + 1, n)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def crop(volume: Volume, box: tuple[slice, slice, slice]) -> Volume:
+    """The voxels of `box` ((z, y, x) slices) with their geometry: same spacing and direction, origin moved."""
+    g = volume.geometry
+    start_xyz = np.array([[box[2].start, box[1].start, box[0].start]], float)
+    sub = np.ascontiguousarray(volume.array[box])
+    geo = Geometry(size=(sub.shape[2], sub.shape[1], sub.shape[0]), spacing=g.spacing,
+                   origin=tuple(float(v) for v in g.index_to_physical(start_xyz)[0]), direction=g.direction)
+    return Volume(sub, geo, volume.source)
+
+
+def localised(loaded: LoadedModel, image: Volume, pred: Prediction, *, margin_mm: float = LOCALISE_MARGIN_MM,
+              progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction | None:
+    """Coarse localisation, then a fine pass: when the largest LA component is clearly less certain
+    than another (`component_warning`), run the model again on the box around the most certain
+    component grown by `margin_mm`, as on the LA-centred crops it was trained on, and return that
+    prediction on the whole grid (0 outside the box). None when there is no such doubt.
+    """
+    d = _doubt(pred.la)
+    if d is None:
         return None
-    idx = np.arange(1, n + 1)
-    ml = np.bincount(labels.ravel(), minlength=n + 1)[1:] * prob.geometry.voxel_volume_mm3 / 1000.0
-    certain = ndimage.mean(prob.array > CONFIDENT_P, labels, idx)
-    kept = int(ml.argmax())
-    others = [i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML]
-    if not others:
-        return None
-    best = max(others, key=lambda i: certain[i])
-    if certain[best] < certain[kept] + CERTAINTY_MARGIN:
-        return None
-    return (f"the kept LA component ({ml[kept]:.0f} mL, {certain[kept]:.0%} of it with LA probability over "
-            f"{CONFIDENT_P}) is less certain than another of {ml[best]:.0f} mL ({certain[best]:.0%}): the image may "
-            "show other blood pools (a whole field of view); check the LA, or crop the image around it")
+    margin = [int(np.ceil(margin_mm / s)) for s in image.geometry.spacing_zyx]
+    box = _box_slices(d.labels == d.best + 1, margin)
+    fine = predict(loaded, crop(image, box), progress=progress, cancel=cancel)
+
+    def whole(part: Volume | None) -> Volume | None:
+        if part is None:
+            return None
+        arr = np.zeros(image.array.shape, np.float32)
+        arr[box] = part.array
+        return image.with_array(arr)
+
+    note = (f"coarse localisation: the largest LA candidate ({d.ml[d.kept]:.0f} mL) was less certain than one of "
+            f"{d.ml[d.best]:.0f} mL, so the LA was segmented again in a box {margin_mm:.0f} mm around that one")
+    return Prediction(la=whole(fine.la), p_normal=whole(fine.p_normal), p_scar=whole(fine.p_scar),
+                      device=fine.device, warnings=[*pred.warnings, *fine.warnings, note])
 
 
 def scar_mask(pred: Prediction, la: Volume, wall_band_mm: float) -> tuple[Volume, Volume]:
