@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from .distance import DEFAULT_WALL_BAND_MM, distance_to, wall_band
 from .errors import InputError
-from .image import Geometry, Volume
+from .image import Geometry, Volume, box_around, crop
 from .projection import DEFAULT_STEP_MM, EVAL_MAX_MM, EVAL_SIGMA_MM, PRODUCT_BAND_MM, project
 
 DEFAULT_IIR_THRESHOLDS = (0.97, 1.20, 1.61)
@@ -126,15 +126,6 @@ def _mask(volume: Volume, what: str) -> np.ndarray:
     return arr.astype(bool)
 
 
-def _box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
-    """The bounding box of a non-empty mask grown by `pad` voxels, clipped to the array."""
-    out = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        out.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + pad + 1, mask.shape[axis])))
-    return tuple(out)
-
-
 def blood_pool_mask(la: Volume, erosion_mm: float = BLOOD_POOL_EROSION_MM) -> tuple[np.ndarray, bool]:
     """LA voxels farther than `erosion_mm` (mm, any spacing) from the outside, and whether any was.
 
@@ -145,7 +136,7 @@ def blood_pool_mask(la: Volume, erosion_mm: float = BLOOD_POOL_EROSION_MM) -> tu
     m = _mask(la, "LA mask")
     if not m.any():
         raise InputError(f"{la.source or 'LA mask'}: LA mask is empty; no blood pool")
-    box = _box(m, 1)
+    box = box_around(m, 1)
     sub = np.pad(m[box], 1)
     deep_sub = (distance_to(~sub, la.spacing_zyx) > float(erosion_mm))[1:-1, 1:-1, 1:-1]
     if not deep_sub.any():
@@ -330,7 +321,6 @@ def wall_max_projection(image: Volume, points: np.ndarray, normals: np.ndarray,
     The image is shifted by z0 before sampling, so a sample outside the image reads zero signal.
     """
     p = np.asarray(points, np.float64)
-    arr = np.asarray(image.array)
     geo = image.geometry
     if len(p) == 0:
         return np.zeros(0, np.float32)
@@ -342,11 +332,9 @@ def wall_max_projection(image: Volume, points: np.ndarray, normals: np.ndarray,
     if np.any(hi <= lo):  # the mesh lies outside the image: nothing to read
         return np.zeros(len(p), np.float32)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo[::-1], hi[::-1]))  # z, y, x
-    sub = arr[box].astype(np.float32) - np.float32(z0)
-    sub = ndimage.maximum_filter(sub, size=3, mode="nearest")
-    sub_geo = Geometry(tuple(int(n) for n in (hi - lo)), geo.spacing,
-                       tuple(float(c) for c in geo.index_to_physical(lo[None, :].astype(float))[0]), geo.direction)
-    return project(Volume(sub, sub_geo), p, normals, band_mm, step_mm, order="linear",
+    part = crop(image, box)
+    sub = ndimage.maximum_filter(part.array.astype(np.float32) - np.float32(z0), size=3, mode="nearest")
+    return project(part.with_array(sub), p, normals, band_mm, step_mm, order="linear",
                    interpolation="linear").max_value
 
 

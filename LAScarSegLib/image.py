@@ -262,6 +262,27 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
 
 
 # ------------------------------------------------------------------------------------ resampling
+def box_around(mask: np.ndarray, pad: int | Sequence[int] = 0) -> tuple[slice, slice, slice]:
+    """(z, y, x) slices of the smallest box holding a non-empty `mask`, grown by `pad` voxels (one
+    number, or one per axis z, y, x) and clipped to the array."""
+    pads = [int(pad)] * mask.ndim if np.isscalar(pad) else [int(v) for v in pad]  # type: ignore[arg-type]
+    out = []
+    for axis, (n, k) in enumerate(zip(mask.shape, pads)):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        out.append(slice(max(int(hit[0]) - k, 0), min(int(hit[-1]) + k + 1, n)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def crop(volume: Volume, box: tuple[slice, slice, slice]) -> Volume:
+    """The voxels of `box` ((z, y, x) slices) with their geometry: same spacing and direction, origin moved."""
+    g = volume.geometry
+    start_xyz = np.array([[box[2].start, box[1].start, box[0].start]], float)
+    sub = np.ascontiguousarray(volume.array[box])
+    geo = Geometry(size=(sub.shape[2], sub.shape[1], sub.shape[0]), spacing=g.spacing,
+                   origin=tuple(float(v) for v in g.index_to_physical(start_xyz)[0]), direction=g.direction)
+    return Volume(sub, geo, volume.source)
+
+
 def grid_for_spacing(geometry: Geometry, spacing: Sequence[float]) -> Geometry:
     """The grid with the given spacing that covers the same physical extent (same origin, direction).
 

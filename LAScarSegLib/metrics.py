@@ -18,7 +18,7 @@ import numpy as np
 
 from .distance import inner_boundary
 from .errors import InputError
-from .image import Volume
+from .image import Volume, box_around
 from .projection import DEFAULT_STEP_MM, EVAL_MAX_MM, EVAL_SIGMA_MM, NEITHER, SCAR, classify_pairs, evaluation_surface
 
 LA_KEYS = ("dice", "jaccard", "asd_mm", "hd_mm", "hd95_mm", "asd_vox", "hd95_vox")
@@ -41,12 +41,6 @@ def _overlap(a: int, b: int, both: int) -> tuple[float, float]:
         return 1.0, 1.0
     union = a + b - both
     return 2.0 * both / (a + b), both / union
-
-
-def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
-    """Slices of the smallest box holding `mask`, grown by `pad` voxels and clipped to the array."""
-    idx = [np.flatnonzero(mask.any(axis=tuple(j for j in range(mask.ndim) if j != i))) for i in range(mask.ndim)]
-    return tuple(slice(max(int(ix[0]) - pad, 0), min(int(ix[-1]) + pad + 1, n)) for ix, n in zip(idx, mask.shape))
 
 
 def _surface_distances(sa: np.ndarray, sb: np.ndarray, spacing_zyx) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +105,7 @@ def la_metrics(pred: Volume, ref: Volume) -> dict[str, Any]:
         out.update({k: None for k in LA_KEYS[2:]})
         return out
     # only the box around both masks matters: every surface voxel lies in it
-    box = _bounding_box(a | b, pad=1)
+    box = box_around(a | b, pad=1)
     a, b = a[box], b[box]
     sa, sb = inner_boundary(a), inner_boundary(b)
     asd, hd, hd95 = _distance_summary(*_surface_distances(sa, sb, ref.spacing_zyx))

@@ -269,7 +269,7 @@ def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
     import copy
     import dataclasses
 
-    from .projection import surface_burden_pct
+    from .projection import surface_burden_pct, with_point_arrays
     from .quantify import decaaf_stage, utah_stage, wall_burden_pct
 
     if not is_network(shown_method(result)):
@@ -278,7 +278,7 @@ def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
     if r is None or method not in result.report.get("baselines", {}):
         raise InputError(f"the baseline {method!r} was not run for this result (computed: "
                          f"{', '.join(result.baselines) or 'none'}): run it with baselines=[{method!r}]")
-    mesh = _mesh_with_scar(result.mesh, r.point_scar)
+    mesh = with_point_arrays(result.mesh, {"Scar": np.asarray(r.point_scar).astype(np.uint8)})
     scar = r.scar_mask if r.scar_mask is not None else _nearest_point_scar(result.wall, r.points, r.point_scar)
     burden = surface_burden_pct(mesh, "Scar")
 
@@ -294,24 +294,6 @@ def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
     if "scar" in report.get("metrics", {}) and scored is not None:
         report["metrics"]["scar"] = {k: scored[k] for k in _SCAR_METRIC_KEYS if k in scored}
     return dataclasses.replace(result, scar=scar, mesh=mesh, report=report, baselines=dict(result.baselines))
-
-
-def _mesh_with_scar(mesh, point_scar: np.ndarray):
-    """A deep copy of `mesh` whose `Scar` point array (uint8) is `point_scar`."""
-    from vtkmodules.util import numpy_support
-    from vtkmodules.vtkCommonDataModel import vtkPolyData
-
-    values = np.asarray(point_scar).astype(np.uint8).reshape(-1)
-    if values.size != mesh.GetNumberOfPoints():
-        raise InputError(f"the baseline has {values.size} points, the surface {mesh.GetNumberOfPoints()}: "
-                         "it was computed on another surface")
-    out = vtkPolyData()
-    out.DeepCopy(mesh)
-    array = numpy_support.numpy_to_vtk(values, deep=True)
-    array.SetName("Scar")
-    out.GetPointData().RemoveArray("Scar")
-    out.GetPointData().AddArray(array)
-    return out
 
 
 def _nearest_point_scar(wall: Volume, points: np.ndarray, point_scar: np.ndarray) -> Volume:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage
 
 from .distance import wall_band
 from .errors import InputError, ModelError, NoLAFound
-from .image import Geometry, Volume, grid_for_spacing, normalise, resample
+from .image import Volume, box_around, crop, grid_for_spacing, normalise, resample
 from .inference import MAX_WINDOW_VOXELS, inference_window, sliding_window
 
 ProgressFn = Callable[[float, str], None]
@@ -203,25 +203,6 @@ def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
             "may show other blood pools (a whole field of view); check the LA, or crop the image around it")
 
 
-def _box_slices(mask: np.ndarray, margin_vox: Sequence[int]) -> tuple[slice, slice, slice]:
-    """(z, y, x) slices of the box around `mask`, grown by `margin_vox` (z, y, x), clipped to the array."""
-    out = []
-    for axis, (n, pad) in enumerate(zip(mask.shape, margin_vox)):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        out.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + pad + 1, n)))
-    return tuple(out)  # type: ignore[return-value]
-
-
-def crop(volume: Volume, box: tuple[slice, slice, slice]) -> Volume:
-    """The voxels of `box` ((z, y, x) slices) with their geometry: same spacing and direction, origin moved."""
-    g = volume.geometry
-    start_xyz = np.array([[box[2].start, box[1].start, box[0].start]], float)
-    sub = np.ascontiguousarray(volume.array[box])
-    geo = Geometry(size=(sub.shape[2], sub.shape[1], sub.shape[0]), spacing=g.spacing,
-                   origin=tuple(float(v) for v in g.index_to_physical(start_xyz)[0]), direction=g.direction)
-    return Volume(sub, geo, volume.source)
-
-
 def localised(loaded: LoadedModel, image: Volume, pred: Prediction, *, margin_mm: float = LOCALISE_MARGIN_MM,
               progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction | None:
     """Coarse localisation, then a fine pass: when the largest LA component is clearly less certain
@@ -233,7 +214,7 @@ def localised(loaded: LoadedModel, image: Volume, pred: Prediction, *, margin_mm
     if d is None:
         return None
     margin = [int(np.ceil(margin_mm / s)) for s in image.geometry.spacing_zyx]
-    box = _box_slices(d.labels == d.best + 1, margin)
+    box = box_around(d.labels == d.best + 1, margin)
     fine = predict(loaded, crop(image, box), progress=progress, cancel=cancel)
 
     def whole(part: Volume | None) -> Volume | None:

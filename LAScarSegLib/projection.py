@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from .distance import inner_boundary
 from .errors import InputError
-from .image import Geometry, Volume
+from .image import Geometry, Volume, box_around
 
 Order = Literal["outward-first-alternating", "linear"]
 Interpolation = Literal["linear", "nearest"]
@@ -246,16 +246,6 @@ def _first_met(volume: Volume, p: np.ndarray, n: np.ndarray, t: np.ndarray) -> t
     return np.where(hit, met.argmax(axis=1), np.iinfo(np.int32).max), hit
 
 
-def _bounding_box(mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start and stop (z, y, x) of the smallest box holding a non-empty `mask`, grown by `pad`, clipped."""
-    lo, hi = [], []
-    for i in range(mask.ndim):
-        ix = np.flatnonzero(mask.any(axis=tuple(j for j in range(mask.ndim) if j != i)))
-        lo.append(max(int(ix[0]) - pad, 0))
-        hi.append(min(int(ix[-1]) + pad + 1, mask.shape[i]))
-    return np.array(lo), np.array(hi)
-
-
 def evaluation_surface(la: Volume, sigma_mm: float = EVAL_SIGMA_MM) -> tuple[np.ndarray, np.ndarray]:
     """Surface points and outward normals of a (manual) LA mask, the paper's evaluation surface.
 
@@ -279,8 +269,7 @@ def evaluation_surface(la: Volume, sigma_mm: float = EVAL_SIGMA_MM) -> tuple[np.
     # then x, each rounded to float32) only add mask values that lie inside the box; whatever lies
     # beyond it is 0 in the mask and every partial sum, and the constant-0 padding adds the same
     # exact zeros, so the blurred values there are bit for bit those of the whole image.
-    lo, hi = _bounding_box(m, pad=1)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = box_around(m, pad=1)
     blurred = ndimage.gaussian_filter(m[box].astype(np.float32), sigma_vox, mode="constant", cval=0.0,
                                       truncate=truncate)
     surf = inner_boundary(m[box])
@@ -298,6 +287,7 @@ def evaluation_surface(la: Volume, sigma_mm: float = EVAL_SIGMA_MM) -> tuple[np.
     normals = -grad_lps
     norm = np.linalg.norm(normals, axis=1, keepdims=True)
     normals = np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 1e-12)
+    lo = np.array([s.start for s in box])
     points = geo.index_to_physical((zyx + lo)[:, ::-1].astype(np.float64))
     return points, normals
 
@@ -435,16 +425,26 @@ def project_on_mesh(mesh: Any, scar_mask: Volume, scar_prob: Volume,
     ScarProbability (float32): maximum p_scar along the band on the vertex normal (trilinear).
     Scar (uint8): 1 where the band meets a `scar_mask` voxel (nearest-voxel lookups).
     """
-    _, dm, _, _, ns = _vtk()
     pts, nrm = mesh_points_normals(mesh)
     prob = project(scar_prob, pts, nrm, band_mm, step_mm, order="linear", interpolation="linear")
     pts_c, nrm_c = _check_points(pts, nrm)
     flat, inside = _nearest_flat_index(scar_mask.geometry, pts_c, nrm_c, band_offsets(band_mm, step_mm, "linear"))
     hit = _nearest_samples(np.asarray(scar_mask.array) != 0, flat, inside).any(axis=1)
+    return with_point_arrays(mesh, {"ScarProbability": prob.max_value.astype(np.float32),
+                                    "Scar": hit.astype(np.uint8)})
+
+
+def with_point_arrays(mesh: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """A copy of `mesh` (geometry shared, point data its own) with these point arrays set by name."""
+    _, dm, _, _, ns = _vtk()
     out = dm.vtkPolyData()
     out.ShallowCopy(mesh)
-    for name, values in (("ScarProbability", prob.max_value.astype(np.float32)), ("Scar", hit.astype(np.uint8))):
-        array = ns.numpy_to_vtk(values, deep=True)
+    for name, values in arrays.items():
+        values = np.asarray(values).reshape(-1)
+        if values.size != out.GetNumberOfPoints():
+            raise InputError(f"point array {name!r} has {values.size} values, the surface {out.GetNumberOfPoints()} "
+                             "points: it was computed on another surface")
+        array = ns.numpy_to_vtk(np.ascontiguousarray(values), deep=True)
         array.SetName(name)
         out.GetPointData().RemoveArray(name)
         out.GetPointData().AddArray(array)
