@@ -310,21 +310,23 @@ def _remove_with_display(scene, node) -> None:
 # ========================================================================== what the logic adds
 LA_SEGMENT, SCAR_SEGMENT = "Left atrium", "Scar"
 SURFACE_NAME = "LA surface"
-#: Normal wall blue-grey, scar red: the two ends of the snapshot's colour scale (snapshot.py), so
-#: the segment, the surface and snapshot.png agree; blue-grey vs red also reads for red-green
-#: colour blindness (different lightness).
+#: Normal wall blue-grey, scar red: the two ends of the surface's and the snapshot's colour scale
+#: (snapshot.py); blue-grey vs red also reads for red-green colour blindness (different lightness).
 NORMAL_WALL_COLOR = (0.55, 0.62, 0.75)
 SCAR_COLOR = (0.85, 0.1, 0.05)
-LA_COLOR = NORMAL_WALL_COLOR
+#: The left atrium's recommended display colour in Slicer's DICOM master list (203, 108, 81): the
+#: colour Slicer itself gives a segment of that terminology. Scar tissue has no recommended colour
+#: there, so the Scar segment takes the scale's scar red.
+LA_COLOR = (203 / 255, 108 / 255, 81 / 255)
 #: DICOM / SNOMED CT codes in Slicer's terminology entry format (context~category~type~modifier~
-#: anatomic context~region~region modifier): Left atrium SCT 82471001 (an anatomical structure);
-#: Scar SCT 12402003 (a morphologically altered structure, SCT 49755003). Both in the DICOM master
-#: list context, which lists the left atrium (SlicerTotalSegmentator labels it with the same entry).
+#: anatomic context~region~region modifier), as Slicer's DICOM master list files them: Left atrium
+#: SCT 82471001 under Anatomical Structure (SCT 123037004; SlicerTotalSegmentator uses the same
+#: entry); Scar tissue SCT 12402003 under Tissue (SCT 85756007), in the region Left atrium.
 LA_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
                   "~SCT^123037004^Anatomical Structure~SCT^82471001^Left atrium~^^"
                   "~Anatomic codes - DICOM master list~^^~^^")
 SCAR_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
-                    "~SCT^49755003^Morphologically Altered Structure~SCT^12402003^Scar~^^"
+                    "~SCT^85756007^Tissue~SCT^12402003^Scar tissue~^^"
                     "~Anatomic codes - DICOM master list~SCT^82471001^Left atrium~^^")
 
 OUTPUT_ATTRIBUTE = "LAScarSeg.Output"  # value: "segmentation", "surface" or "table"

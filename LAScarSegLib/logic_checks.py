@@ -39,10 +39,14 @@ def check_segmentation(result) -> None:
     seg = node.GetSegmentation()
     names = [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())]
     assert names == [LA_SEGMENT, SCAR_SEGMENT], names
-    for name, colour, code in ((LA_SEGMENT, LA_COLOR, "82471001"), (SCAR_SEGMENT, SCAR_COLOR, "12402003")):
+    # the LA in the colour and codes of Slicer's DICOM master list; scar tissue (no colour there) in scar red
+    np.testing.assert_allclose(LA_COLOR, np.array([203, 108, 81]) / 255)
+    for name, colour, codes in ((LA_SEGMENT, LA_COLOR, ("SCT^123037004^Anatomical Structure", "SCT^82471001^Left atrium")),
+                                (SCAR_SEGMENT, SCAR_COLOR, ("SCT^85756007^Tissue", "SCT^12402003^Scar tissue",
+                                                            "SCT^82471001^Left atrium"))):
         segment = seg.GetSegment(seg.GetSegmentIdBySegmentName(name))
         np.testing.assert_allclose(segment.GetColor(), colour, atol=1e-6)
-        assert code in segment.GetTerminology(), (name, segment.GetTerminology())
+        assert all(code in segment.GetTerminology() for code in codes), (name, segment.GetTerminology())
     assert seg.ContainsRepresentation("Closed surface"), "no closed surface for the 3D view"
     display = node.GetDisplayNode()
     assert display.GetVisibility3D() and display.GetPreferredDisplayRepresentationName3D() == "Closed surface"

@@ -231,6 +231,13 @@ def torch_classes() -> SimpleNamespace:
                 out[name] = decoder(feats)
             return out
 
+        def forward_heads(self, x: Tensor, heads: List[str]) -> Dict[str, Tensor]:
+            """Only the named heads' decoders (training: a step whose loss reads only the LA head
+            need not run the scar decoder, about half the step's time). Not part of the exported
+            TorchScript interface."""
+            feats = self.encoder(x)
+            return {name: self.decoders[name](feats) for name in heads}
+
     # The names TorchScript must resolve inside the methods above (they are closure variables).
     return SimpleNamespace(ConvBlock=ConvBlock, Encoder=Encoder, UpStage=UpStage, Decoder=Decoder, UNet=UNet)
 

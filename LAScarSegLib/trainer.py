@@ -518,7 +518,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast("cuda", enabled=use_amp):
-            outputs = ddp_model(x)
+            if la_step and dist.world == 1:  # DDP needs its own forward; one process may skip the scar decoder
+                outputs = model.forward_heads(x, ["la"])
+            else:
+                outputs = ddp_model(x)
         outputs = {k: v.float() for k, v in outputs.items()}
         loss, terms = total_loss(outputs, targets, la_variant if la_step else variant, lw, it)
         if not torch.isfinite(loss):

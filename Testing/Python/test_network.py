@@ -138,6 +138,22 @@ def test_decoders_are_independent_and_share_the_encoder() -> None:
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
+def test_forward_heads_runs_only_the_named_decoders_and_stays_out_of_the_scripted_model() -> None:
+    model = _small().eval()
+    x = _x()
+    with torch.no_grad():
+        full = model(x)
+        la_only = model.forward_heads(x, ["la"])
+    assert set(la_only) == {"la"}
+    assert torch.equal(la_only["la"], full["la"])
+    model.train()
+    model.forward_heads(x, ["la"])["la"].sum().backward()  # the training step of an LA-only batch
+    assert all(p.grad is None for p in model.decoders["scar"].parameters())
+    assert all(p.grad is not None for p in model.decoders["la"].parameters())
+    scripted = script_model(_small().eval())
+    assert not hasattr(scripted, "forward_heads")  # the exported interface is forward only
+
+
 @pytest.mark.parametrize("norm", ["batch", "instance", "group"])
 def test_norms_forward_and_script(norm: str) -> None:
     model = _small(norm=norm, base_channels=6).eval()
