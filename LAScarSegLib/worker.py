@@ -7,7 +7,7 @@ from FOLDER, runs `pipeline.segment`, prints one JSON message per line on stdout
 or error) and writes the result as plain data (Volumes, dicts, the mesh as VTP bytes) into
 FOLDER. In the parent, `Worker` starts it through an injectable launcher, a reader thread turns
 its stdout into a queue that the GUI drains on its main thread (`poll`), `cancel` terminates the
-process (and kills it if it has not gone after one second), and `result` hands the
+process and its children (and kills what is left after one second), and `result` hands the
 `PipelineResult` back for `LAScarSegLogic.addResultToScene` on the main thread.
 
 No slicer, qt or torch at module level: the parent side runs inside Slicer's GUI process.
@@ -145,11 +145,41 @@ def _library_root() -> Path:
 
 
 def default_launcher(command: list[str], **kwargs: Any) -> subprocess.Popen:
-    """`subprocess.Popen` with text pipes; no console window on Windows."""
+    """`subprocess.Popen` with text pipes, in a process group of its own (no console window on
+    Windows), so that Cancel can end the whole tree: Slicer's PythonSlicer is a launcher that runs
+    the real interpreter as its child and does not pass signals on."""
     if os.name == "nt":
-        kwargs.setdefault("creationflags", getattr(subprocess, "CREATE_NO_WINDOW", 0))
+        kwargs.setdefault("creationflags", getattr(subprocess, "CREATE_NO_WINDOW", 0)
+                          | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
+    else:
+        kwargs.setdefault("start_new_session", True)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             text=True, bufsize=1, **kwargs)
+
+
+def _leads_own_group(pid: int) -> bool:
+    try:
+        return os.name != "nt" and os.getpgid(pid) == pid
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def stop_process_tree(process: subprocess.Popen, kill: bool, group: bool) -> None:
+    """Terminate (or kill) `process` and, with `group` (it was started leading a process group, as
+    `default_launcher` does), every process of that group: a launcher's child must not outlive Cancel."""
+    import signal
+
+    if os.name == "nt":
+        if process.poll() is None:  # taskkill /T takes the children along
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False)
+        return
+    if group:
+        try:
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except ProcessLookupError:  # the whole group is gone already
+            pass
+    elif process.poll() is None:
+        process.kill() if kill else process.terminate()
 
 
 class Worker:
@@ -172,6 +202,7 @@ class Worker:
         self._stderr: list[str] = []
         self._threads: list[threading.Thread] = []
         self._cancelled = False
+        self._group = False  # the process leads a process group of its own (cancel ends the group)
 
     # ----------------------------------------------------------------------------- control
     def command(self) -> list[str]:
@@ -194,6 +225,7 @@ class Worker:
         except Exception:
             self._cleanup()
             raise
+        self._group = _leads_own_group(self.process.pid)
         self.state = "running"
         for target, stream in ((self._read_stdout, self.process.stdout), (self._read_stderr, self.process.stderr)):
             thread = threading.Thread(target=target, args=(stream,), daemon=True)
@@ -206,13 +238,14 @@ class Worker:
         until the process was gone."""
         t0 = time.perf_counter()
         self._cancelled = True
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        if self.process is not None:
+            stop_process_tree(self.process, kill=False, group=self._group)
             try:
                 self.process.wait(KILL_AFTER_S)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
+            stop_process_tree(self.process, kill=True, group=self._group)  # whatever of the tree is left
+            self.process.wait()
         self.state = "cancelled"
         self._finish_threads()
         self._cleanup()
