@@ -320,6 +320,11 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = _("Cancel") if running else _("Segment LA + Scar")
         self.ui.applyButton.toolTip = (_("Stop the run") if running else
                                        _("Segment the LA and the scar") if ready else _("Select the LGE volume first"))
+        prompt = _("Select the input LGE volume to segment.")
+        if not running and not ready:
+            self._setStatus(prompt)
+        elif ready and self.ui.statusLabel.text == prompt:
+            self._setStatus(self.logic.intendedUse())
         self.ui.requantifyButton.enabled = (not running and self._lastResult is not None
                                             and slicer.mrmlScene.IsNodePresent(self._lastResult.segmentation))
 
@@ -470,9 +475,9 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return torch is not None
 
     # ---------------------------------------------------------------------------- output
-    def _setStatus(self, text: str, error: bool = False) -> None:
+    def _setStatus(self, text: str, error: bool = False, warning: bool = False) -> None:
         self.ui.statusLabel.text = text
-        self.ui.statusLabel.setStyleSheet("color: #b00020" if error else "")
+        self.ui.statusLabel.setStyleSheet("color: #b00020" if error else "color: #a05a00" if warning else "")
         if error:
             logging.error("LAScarSeg: %s", text)
 
@@ -480,7 +485,9 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastResult = result
         self.ui.resultsLabel.text = self.logic.resultsHtml(result.report)
         self.ui.resultsCollapsibleButton.collapsed = False
-        self._setStatus(_("Done. Edit the 'Left atrium' segment and press Re-quantify to update the scar map."))
+        from LAScarSegLib.logic import status_text
+
+        self._setStatus(status_text(result.report), warning=bool(result.report.get("warnings")))
         layoutManager = slicer.app.layoutManager()
         if layoutManager is not None:  # the table view shows the metrics; the 3D view the surface
             layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)

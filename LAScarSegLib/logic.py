@@ -258,8 +258,9 @@ def oriented_image(volume: Volume):
     return image
 
 
-def segments_to_volume(segmentation_node, segment_ids: Sequence[str], reference_node) -> Volume:
-    """The union of segments as a 0/1 `Volume` on the grid of `reference_node`.
+def segments_to_volume(segmentation_node, segment_ids: Sequence[str], reference_node=None) -> Volume:
+    """The union of segments as a 0/1 `Volume` on the grid of `reference_node`, or, with None, on
+    the segmentation's own reference geometry (the grid it was drawn on), in full.
 
     Goes through a temporary labelmap node (as `slicer.util.arrayFromSegmentBinaryLabelmap`
     does) that is removed again with its display and colour nodes, so the scene keeps its nodes.
@@ -271,7 +272,12 @@ def segments_to_volume(segmentation_node, segment_ids: Sequence[str], reference_
     temp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__LAScarSeg_temp__")
     try:
         logic = slicer.vtkSlicerSegmentationsModuleLogic
-        if not logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, temp, reference_node):
+        if reference_node is None:
+            done = logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, temp, None,
+                                                      slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        else:
+            done = logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, temp, reference_node)
+        if not done:
             raise InputError(f"segmentation {segmentation_node.GetName()!r}: exporting its segments failed")
         volume = node_to_volume(temp)
     finally:
@@ -383,6 +389,16 @@ def results_html(report: Mapping[str, Any]) -> str:
     lines += [f"<span style='color:#a05a00'>Note: {escape(w)}</span>" for w in report.get("warnings", [])]
     lines.append(f"<i>{escape(str(report.get('intended_use', '')))}</i>")
     return "<br>".join(lines)
+
+
+def status_text(report: Mapping[str, Any]) -> str:
+    """The module's one-line status after a run: done, and the first warning when there are any
+    (a CUDA fallback, a resampled label, an implausible volume), so none goes unnoticed."""
+    warnings = list(report.get("warnings", []))
+    if not warnings:
+        return "Done. Edit the 'Left atrium' segment and press Re-quantify to update the scar map."
+    more = f" (+{len(warnings) - 1} more under Results)" if len(warnings) > 1 else ""
+    return f"Done, with {len(warnings)} note{'s' if len(warnings) > 1 else ''}: {warnings[0]}{more}"
 
 
 # ============================================================================== re-quantification
@@ -586,9 +602,10 @@ class LAScarSegLogic:
 
     @staticmethod
     def labelVolume(labelNode, inputVolume, preferredSegment: str | None = None) -> Volume | None:
-        """A labelmap node as it is (the pipeline resamples it onto the image grid with a warning),
-        or a segmentation node's segment `preferredSegment` (all segments when it has none of
-        that name) exported as 0/1 on the input's grid."""
+        """A labelmap node as it is, or a segmentation node's segment `preferredSegment` (all
+        segments when it has none of that name) as 0/1 on the grid it was drawn on (its reference
+        geometry; the input's grid when it has none). The pipeline resamples a label on another grid
+        onto the image grid and says so in the report's warnings (CONTRACTS section 2)."""
         if labelNode is None:
             return None
         if labelNode.IsA("vtkMRMLSegmentationNode"):
@@ -597,7 +614,10 @@ class LAScarSegLogic:
             if not ids:
                 raise InputError(f"segmentation {labelNode.GetName()!r} has no segments")
             preferred = segmentation.GetSegmentIdBySegmentName(preferredSegment) if preferredSegment else ""
-            return segments_to_volume(labelNode, [preferred] if preferred else ids, inputVolume)
+            chosen = [preferred] if preferred else ids
+            geometry = segmentation.GetConversionParameter(
+                slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+            return segments_to_volume(labelNode, chosen, None if geometry else inputVolume)
         if labelNode.IsA("vtkMRMLVolumeNode"):
             try:
                 return node_to_volume(labelNode)

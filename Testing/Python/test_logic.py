@@ -32,7 +32,7 @@ from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 from LAScarSegLib import logic_checks as checks  # noqa: E402
 from LAScarSegLib.baselines import run_baselines  # noqa: E402
 from LAScarSegLib.errors import Cancelled, InputError, ModelError  # noqa: E402
-from LAScarSegLib.image import Geometry, Volume  # noqa: E402
+from LAScarSegLib.image import Geometry, Volume, grid_for_spacing, label_onto_image_grid, resample_mask  # noqa: E402
 from LAScarSegLib.logic import (  # noqa: E402
     LA_SEGMENT,
     SCAR_SEGMENT,
@@ -336,6 +336,21 @@ def test_segments_to_volume_reads_a_segment_on_the_input_grid(mrml, phantom) -> 
     np.testing.assert_array_equal(both.array, (labels > 0).astype(np.uint8))
 
 
+def test_a_segmentation_drawn_on_another_grid_keeps_that_grid_so_the_pipeline_warns(mrml, phantom) -> None:
+    image = volume_to_node(phantom.image, "lge")
+    coarse = grid_for_spacing(phantom.image.geometry, (1.25, 1.25, 2.5))
+    la_coarse = resample_mask(phantom.la, coarse)
+    table = sh.add_label_color_table({1: LA_SEGMENT})
+    seg = sh.labelmap_to_segmentation(volume_to_node(la_coarse, "coarse labels", labelmap=True, color_node=table),
+                                      closed_surface=False)
+    la = LAScarSegLogic.labelVolume(seg, image, LA_SEGMENT)
+    assert la.geometry.same_grid(coarse) and not la.geometry.same_grid(phantom.image.geometry)
+    np.testing.assert_array_equal(la.array, la_coarse.array)  # read as drawn, not yet resampled
+    on_image, warning = label_onto_image_grid(la, phantom.image.geometry, "LA label")
+    assert warning is not None and "resampled onto the image grid" in warning
+    assert on_image.geometry.same_grid(phantom.image.geometry)
+
+
 def test_report_rows_have_units_from_the_key_names() -> None:
     report = {"la": {"volume_ml": 101.5, "components_removed": 0}, "scar": {"burden_surface_pct": 12.25,
               "utah_stage": "II"}, "metrics": {"la": {"hd_mm": 3.0, "hd95_vox": 4.5, "dice": None}},
@@ -458,3 +473,13 @@ def test_results_text_has_burden_stages_metrics_warnings_and_intended_use() -> N
     for needed in ("Scar burden (baseline otsu on MTL-SESA's LA): 20.0 %", "MTL-SESA (network): scar burden 12.2 %"):
         assert needed in text, (needed, text)
     assert "Baseline otsu" not in text  # the headline already is otsu
+
+
+def test_status_line_names_the_first_warning_and_counts_the_rest() -> None:
+    from LAScarSegLib.logic import status_text
+
+    assert status_text({"warnings": []}).startswith("Done.")
+    one = status_text({"warnings": ["CUDA ran out of memory; the model ran on the CPU instead"]})
+    assert one == "Done, with 1 note: CUDA ran out of memory; the model ran on the CPU instead"
+    two = status_text({"warnings": ["LA label was resampled", "2 LA components removed"]})
+    assert two.startswith("Done, with 2 notes: LA label was resampled") and "+1 more under Results" in two
