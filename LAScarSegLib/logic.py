@@ -264,19 +264,26 @@ def segments_to_volume(segmentation_node, segment_ids: Sequence[str], reference_
 
     Goes through a temporary labelmap node (as `slicer.util.arrayFromSegmentBinaryLabelmap`
     does) that is removed again with its display and colour nodes, so the scene keeps its nodes.
+    A segmentation without a binary labelmap (a closed surface as source) is read from a temporary
+    copy: exporting would add that representation to the user's node.
     """
     scene = segmentation_node.GetScene()
     ids = vtk.vtkStringArray()
     for segment_id in segment_ids:
         ids.InsertNextValue(segment_id)
+    source = segmentation_node
+    if not segmentation_node.GetSegmentation().ContainsRepresentation(
+            slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()):
+        source = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "__LAScarSeg_temp_segmentation__")
+        source.GetSegmentation().DeepCopy(segmentation_node.GetSegmentation())
     temp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__LAScarSeg_temp__")
     try:
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         if reference_node is None:
-            done = logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, temp, None,
+            done = logic.ExportSegmentsToLabelmapNode(source, ids, temp, None,
                                                       slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
         else:
-            done = logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, temp, reference_node)
+            done = logic.ExportSegmentsToLabelmapNode(source, ids, temp, reference_node)
         if not done:
             raise InputError(f"segmentation {segmentation_node.GetName()!r}: exporting its segments failed")
         volume = node_to_volume(temp)
@@ -286,6 +293,8 @@ def segments_to_volume(segmentation_node, segment_ids: Sequence[str], reference_
         if colour is not None and colour.GetScene() is scene and not colour.GetSingletonTag():
             scene.RemoveNode(colour)
         _remove_with_display(scene, temp)
+        if source is not segmentation_node:
+            _remove_with_display(scene, source)
     arr = (volume.array != 0).astype(np.uint8)
     return Volume(arr, volume.geometry, segmentation_node.GetName() or "segmentation")
 
@@ -602,18 +611,25 @@ class LAScarSegLogic:
 
     @staticmethod
     def labelVolume(labelNode, inputVolume, preferredSegment: str | None = None) -> Volume | None:
-        """A labelmap node as it is, or a segmentation node's segment `preferredSegment` (all
-        segments when it has none of that name) as 0/1 on the grid it was drawn on (its reference
+        """A labelmap node as it is, or a segmentation node's segment `preferredSegment` (its only
+        segment when it has one; several and none of that name is an error) as 0/1 on the grid it was drawn on (its reference
         geometry; the input's grid when it has none). The pipeline resamples a label on another grid
         onto the image grid and says so in the report's warnings (CONTRACTS section 2)."""
         if labelNode is None:
             return None
+        if labelNode.GetTransformNodeID() != inputVolume.GetTransformNodeID():
+            raise InputError(f"{labelNode.GetName()!r} and {inputVolume.GetName()!r} are under different transforms: "
+                             "harden the transforms (Data module) so that both are in one space")
         if labelNode.IsA("vtkMRMLSegmentationNode"):
             segmentation = labelNode.GetSegmentation()
             ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
             if not ids:
                 raise InputError(f"segmentation {labelNode.GetName()!r} has no segments")
             preferred = segmentation.GetSegmentIdBySegmentName(preferredSegment) if preferredSegment else ""
+            if not preferred and len(ids) > 1:  # joining them all could count the scar as LA
+                raise InputError(f"segmentation {labelNode.GetName()!r} has no segment named {preferredSegment!r} "
+                                 f"and several others ({', '.join(segment_names(labelNode))}): name the one to "
+                                 f"use {preferredSegment!r}")
             chosen = [preferred] if preferred else ids
             geometry = segmentation.GetConversionParameter(
                 slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
@@ -667,7 +683,7 @@ class LAScarSegLogic:
     def requantify(self, inputVolume, laSegmentation, result: LAScarSegResult) -> LAScarSegResult:
         """Re-project and re-quantify after the user edited the LA segment (no network run).
 
-        `laSegmentation`'s "Left atrium" segment (all its segments if none has that name) is the
+        `laSegmentation`'s "Left atrium" segment (its only segment, if it has one) is the
         new LA; the outputs of `inputVolume` are replaced. A user's own segmentation given here is
         only read.
         """
@@ -721,6 +737,8 @@ class LAScarSegLogic:
             for role, node in (("segmentation", segmentation), ("surface", model), ("table", table)):
                 node.SetAttribute(OUTPUT_ATTRIBUTE, role)
                 node.SetNodeReferenceID(INPUT_REFERENCE, inputVolume.GetID())
+            for node in (segmentation, model):  # computed in the input's own space: follow its transform
+                node.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
             _place_beside(inputVolume, (segmentation, model, table))
         except BaseException:
             for node_id in reversed([i for i in _node_ids(scene) if i not in before]):

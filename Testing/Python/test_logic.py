@@ -100,6 +100,24 @@ def test_second_run_replaces_the_outputs_of_that_input_only(mrml, processed, pha
     assert len(ours) == 1  # one shared "normal wall / scar" table
 
 
+def test_outputs_follow_the_input_volumes_transform_and_labels_must_share_it(mrml, processed, phantom) -> None:
+    pr = processed["result"].pipelineResult
+    node = volume_to_node(phantom.image, "lge")
+    moved = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 25.0)
+    moved.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(moved.GetID())
+    result = LAScarSegLogic().addResultToScene(node, pr)
+    for output in (result.segmentation, result.surfaceModel):  # in the input's space, moved with it
+        assert output.GetTransformNodeID() == moved.GetID()
+    label = volume_to_node(phantom.la, "manual LA", labelmap=True)  # not under the transform
+    ids = checks.node_ids(mrml.scene)
+    with pytest.raises(InputError, match="under different transforms: harden the transforms"):
+        LAScarSegLogic.labelVolume(label, node, LA_SEGMENT)
+    assert checks.node_ids(mrml.scene) == ids
+
+
 def test_a_failing_add_leaves_the_scene_as_it_was(mrml, processed, phantom) -> None:
     pr = processed["result"].pipelineResult
     logic = LAScarSegLogic()
@@ -334,6 +352,11 @@ def test_segments_to_volume_reads_a_segment_on_the_input_grid(mrml, phantom) -> 
     np.testing.assert_array_equal(la.array, phantom.la.array)
     both = segments_to_volume(seg, [seg.GetSegmentation().GetNthSegmentID(i) for i in range(2)], image)
     np.testing.assert_array_equal(both.array, (labels > 0).astype(np.uint8))
+    # renamed: no "Left atrium" among several segments is an error, not the union (which holds the scar)
+    seg.GetSegmentation().GetNthSegment(0).SetName("LA (edited)")
+    with pytest.raises(InputError, match=r"no segment named 'Left atrium' and several others \(LA \(edited\), Scar\)"):
+        LAScarSegLogic.labelVolume(seg, image, LA_SEGMENT)
+    assert checks.node_ids(mrml.scene) == ids
 
 
 def test_a_segmentation_drawn_on_another_grid_keeps_that_grid_so_the_pipeline_warns(mrml, phantom) -> None:
@@ -349,6 +372,24 @@ def test_a_segmentation_drawn_on_another_grid_keeps_that_grid_so_the_pipeline_wa
     on_image, warning = label_onto_image_grid(la, phantom.image.geometry, "LA label")
     assert warning is not None and "resampled onto the image grid" in warning
     assert on_image.geometry.same_grid(phantom.image.geometry)
+
+
+def test_reading_a_closed_surface_segmentation_leaves_the_users_node_as_it_was(mrml, phantom) -> None:
+    image = volume_to_node(phantom.image, "lge")
+    table = sh.add_label_color_table({1: LA_SEGMENT})
+    seg = sh.labelmap_to_segmentation(volume_to_node(phantom.la, "la", labelmap=True, color_node=table),
+                                      closed_surface=True)
+    segmentation = seg.GetSegmentation()
+    segmentation.SetSourceRepresentationName("Closed surface")  # as a model imported as a segmentation
+    segmentation.RemoveRepresentation("Binary labelmap")
+    assert not segmentation.ContainsRepresentation("Binary labelmap")
+    ids, mtime = checks.node_ids(mrml.scene), segmentation.GetMTime()
+    la = LAScarSegLogic.labelVolume(seg, image, LA_SEGMENT)
+    assert not segmentation.ContainsRepresentation("Binary labelmap"), "the user's segmentation was converted"
+    assert segmentation.GetSourceRepresentationName() == "Closed surface" and segmentation.GetMTime() == mtime
+    assert checks.node_ids(mrml.scene) == ids
+    overlap = 2 * (la.array.astype(bool) & phantom.la.array.astype(bool)).sum() / (la.array.sum() + phantom.la.array.sum())
+    assert overlap > 0.9, overlap  # the surface rasterised back onto a grid
 
 
 def test_report_rows_have_units_from_the_key_names() -> None:
