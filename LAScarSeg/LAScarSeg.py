@@ -645,7 +645,19 @@ class LAScarSegTest(ScriptedLoadableModuleTest):
         else:
             self.delayDisplay("LAScarSegLib.phantom.make_phantom not found: phantom check not run")
         self.setUp()
-        self.test_SegmentPhantom()
+        reason = self._segmentationSkipReason()
+        if reason:  # "Reload and Test" runs runTest outside unittest: say it, do not raise SkipTest
+            self.delayDisplay(reason)
+        else:
+            self.test_SegmentPhantom()
+
+    @staticmethod
+    def _segmentationSkipReason() -> str | None:
+        if importlib.util.find_spec("torch") is None:
+            return "PyTorch is not installed (the self-test installs nothing): segmentation not tested"
+        if not LAScarSegLogic.status()["modelRegistry"]:
+            return "no bundled model in Resources/Models: segmentation not tested"
+        return None
 
     def test_LibraryAndResources(self):
         self.delayDisplay("Checking the library and the resources")
@@ -672,10 +684,9 @@ class LAScarSegTest(ScriptedLoadableModuleTest):
 
     def test_SegmentPhantom(self):
         """process() on the phantom with the bundled model, then the checks pytest runs."""
-        if importlib.util.find_spec("torch") is None:
-            self.skipTest("PyTorch is not installed (the self-test installs nothing): segmentation not tested")
-        if not LAScarSegLogic.status()["modelRegistry"]:
-            self.skipTest("no bundled model in Resources/Models: segmentation not tested")
+        reason = self._segmentationSkipReason()
+        if reason:
+            self.skipTest(reason)
         from LAScarSegLib import logic_checks
 
         self.delayDisplay("Segmenting the phantom with the bundled model (CPU: about a minute)")
