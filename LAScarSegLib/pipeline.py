@@ -102,7 +102,7 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     """
     from .datasets import scar_and_wall_from_values
     from .distance import wall_band
-    from .predict import component_warning, la_mask, load_for_inference, predict_localised, require_heads, scar_mask
+    from .predict import la_mask, load_for_inference, predict_localised, require_heads, scar_mask
     from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
     from .quantify import decaaf_stage, geometry_warnings, la_volume_ml, utah_stage, wall_burden_pct
 
@@ -145,9 +145,6 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
 
     def post():
         la, removed = la_mask(pred.la, keep_largest)
-        doubt = component_warning(pred.la, keep_largest)
-        if doubt:
-            warnings.append(doubt)
         scar, wall = scar_mask(pred, la, wall_mm)
         prob = pred.p_scar.with_array(np.where(wall.array.astype(bool), pred.p_scar.array, 0).astype(np.float32))
         return la, removed, scar, wall, prob

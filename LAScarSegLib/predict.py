@@ -165,9 +165,10 @@ def _doubt(prob: Volume) -> _Doubt | None:
     labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
     if n < 2:
         return None
-    idx = np.arange(1, n + 1)
-    ml = np.bincount(labels.ravel(), minlength=n + 1)[1:] * prob.geometry.voxel_volume_mm3 / 1000.0
-    certain = np.asarray(ndimage.mean(prob.array > CONFIDENT_P, labels, idx))
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    ml = counts * prob.geometry.voxel_volume_mm3 / 1000.0
+    # share of each component's voxels over CONFIDENT_P (bincount: ndimage.mean took 1.5 s on 640x640x88)
+    certain = np.bincount(labels.ravel(), weights=(prob.array > CONFIDENT_P).ravel(), minlength=n + 1)[1:] / counts
     kept = int(ml.argmax())
     others = [i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML]
     if not others:
@@ -181,10 +182,16 @@ def _doubt(prob: Volume) -> _Doubt | None:
 def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool = True,
                       progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction:
     """`predict` over the whole field of view, then, when the largest LA candidate is in doubt and only
-    one component will be kept, the fine pass of `localised`. What the pipeline and `evaluate` run."""
+    one component will be kept, the fine pass of `localised`, whose warnings say so (and, through
+    `component_warning`, when the doubt remains). What the pipeline and `evaluate` run."""
     pred = predict(loaded, image, progress=progress, cancel=cancel)
     fine = localised(loaded, image, pred, cancel=cancel) if keep_largest else None
-    return fine if fine is not None else pred
+    if fine is None:  # one component kept, or no doubt about the largest: nothing to warn about
+        return pred
+    doubt = component_warning(fine.la)
+    if doubt:
+        fine.warnings.append(doubt)
+    return fine
 
 
 def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
