@@ -684,14 +684,16 @@ class LAScarSegLogic:
         """Re-project and re-quantify after the user edited the LA segment (no network run).
 
         `laSegmentation`'s "Left atrium" segment (its only segment, if it has one) is the
-        new LA; the outputs of `inputVolume` are replaced. A user's own segmentation given here is
-        only read.
+        new LA; the outputs of `inputVolume` are replaced. When `laSegmentation` is the output
+        segmentation of `inputVolume` (the one the user edits in Segment Editor), it stays the same
+        node with the same segments, so Segment Editor keeps it selected: only its Scar segment is
+        rewritten. A user's own segmentation given here is only read.
         """
         la = self.labelVolume(laSegmentation, inputVolume, LA_SEGMENT)
         if la is None:
             raise InputError("no LA segmentation given to re-quantify")
         new = requantified(result.pipelineResult, la, result.bandMm)
-        return self.addResultToScene(inputVolume, new, bandMm=result.bandMm)
+        return self.addResultToScene(inputVolume, new, bandMm=result.bandMm, keepSegmentation=laSegmentation)
 
     # -------------------------------------------------------------------------------- scene
     @staticmethod
@@ -708,13 +710,16 @@ class LAScarSegLogic:
         return found
 
     def addResultToScene(self, inputVolume, pipelineResult, *, bandMm: Sequence[float] = (-1.0, 3.0),
-                         method: str | None = None) -> LAScarSegResult:
+                         method: str | None = None, keepSegmentation=None) -> LAScarSegResult:
         """Put a `PipelineResult` of `inputVolume` into its scene, replacing that input's outputs.
 
         `method`: a baseline's name shows that baseline's scar (`pipeline.with_baseline_scar`; the
         result must hold it); None or "mtl-sesa" shows the result as it is.
+        `keepSegmentation`: if it is this input's output segmentation, it is kept and only its
+        Scar segment is rewritten (its LA segment is the result's LA already: `requantify`).
         All or nothing: if anything fails, every node added here is removed again and the earlier
-        outputs stay; they are removed only after the new ones are complete.
+        outputs stay; they are removed only after the new ones are complete, and a kept
+        segmentation is changed last.
         """
         from .pipeline import is_network, with_baseline_scar
 
@@ -728,10 +733,11 @@ class LAScarSegLogic:
                              f"than {inputVolume.GetName()!r} ({image.geometry.describe()})")
         scene = inputVolume.GetScene()
         old = self.findOutputs(inputVolume)
+        kept = keepSegmentation if keepSegmentation is not None and old.get("segmentation") is keepSegmentation else None
         before = _node_ids(scene)
         try:
             base = inputVolume.GetName() or "volume"
-            segmentation = self._addSegmentation(scene, inputVolume, pipelineResult, f"{base} LA and scar")
+            segmentation = kept or self._addSegmentation(scene, inputVolume, pipelineResult, f"{base} LA and scar")
             model = self._addSurfaceModel(scene, pipelineResult.mesh)
             table = self._addMetricsTable(scene, pipelineResult.report, f"{base} LA scar metrics")
             for role, node in (("segmentation", segmentation), ("surface", model), ("table", table)):
@@ -740,12 +746,15 @@ class LAScarSegLogic:
             for node in (segmentation, model):  # computed in the input's own space: follow its transform
                 node.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
             _place_beside(inputVolume, (segmentation, model, table))
+            if kept is not None:
+                self._setScarSegment(kept, pipelineResult.scar)
         except BaseException:
             for node_id in reversed([i for i in _node_ids(scene) if i not in before]):
                 _remove_with_display(scene, scene.GetNodeByID(node_id))
             raise
         for node in old.values():
-            _remove_with_display(scene, node)
+            if node is not kept:
+                _remove_with_display(scene, node)
         return LAScarSegResult(segmentation, model, table, pipelineResult.report, pipelineResult,
                                (float(bandMm[0]), float(bandMm[1])))
 
@@ -769,6 +778,25 @@ class LAScarSegLogic:
         # scar map on the model shows; in the slice views it is drawn as usual.
         display.SetSegmentOpacity3D(node.GetSegmentation().GetSegmentIdBySegmentName(LA_SEGMENT), 0.2)
         return node
+
+    @staticmethod
+    def _setScarSegment(node, scar: Volume) -> None:
+        """Rewrite the Scar segment of an output segmentation in place (same segment ID, so
+        Segment Editor's selection stays); add it if the user deleted it."""
+        segmentation = node.GetSegmentation()
+        scar_id = segmentation.GetSegmentIdBySegmentName(SCAR_SEGMENT)
+        if not scar_id:
+            scar_id = node.AddSegmentFromBinaryLabelmapRepresentation(oriented_image(scar), SCAR_SEGMENT, SCAR_COLOR)
+            if not scar_id:
+                raise RuntimeError(f"adding the segment {SCAR_SEGMENT!r} failed")
+            segmentation.GetSegment(scar_id).SetTerminology(SCAR_TERMINOLOGY)
+        else:
+            logic = slicer.vtkSlicerSegmentationsModuleLogic
+            if not logic.SetBinaryLabelmapToSegment(oriented_image(scar), node, scar_id, logic.MODE_REPLACE):
+                raise RuntimeError(f"rewriting the segment {SCAR_SEGMENT!r} failed")
+        # an edit drops the derived surfaces; Slicer's 3D view would make them again, plain MRML does not
+        if not node.CreateClosedSurfaceRepresentation():
+            raise RuntimeError("creating the closed surfaces of the segmentation failed")
 
     @staticmethod
     def _scarColorTable(scene):

@@ -176,8 +176,18 @@ def test_requantify_after_an_edit_of_the_LA_segment(mrml, processed, phantom) ->
     edited[:, :, :cut] = 0
     slicer.util.updateSegmentBinaryLabelmapFromArray(edited, seg, la_id, node)
     count = mrml.scene.GetNumberOfNodes()
+    segment_ids = [seg.GetSegmentation().GetNthSegmentID(i) for i in range(seg.GetSegmentation().GetNumberOfSegments())]
     new = logic.requantify(node, seg, first)
-    assert not mrml.scene.IsNodePresent(first.segmentation) and mrml.scene.GetNumberOfNodes() == count
+    assert mrml.scene.GetNumberOfNodes() == count
+    # The edited segmentation stays the same node with the same segments (Segment Editor keeps it
+    # selected); the model and table are new; only the Scar segment was rewritten: it is the new scar.
+    assert new.segmentation is seg and mrml.scene.IsNodePresent(seg)
+    assert [seg.GetSegmentation().GetNthSegmentID(i) for i in range(seg.GetSegmentation().GetNumberOfSegments())] \
+        == segment_ids
+    assert not mrml.scene.IsNodePresent(first.surfaceModel) and not mrml.scene.IsNodePresent(first.metricsTable)
+    new_scar = slicer.util.arrayFromSegmentBinaryLabelmap(seg, seg.GetSegmentation().GetSegmentIdBySegmentName(SCAR_SEGMENT), node)
+    np.testing.assert_array_equal(new_scar > 0, new.pipelineResult.scar.array > 0)
+    assert (new_scar > 0).sum() != (first.pipelineResult.scar.array > 0).sum()
     checks.check_outputs(new, node)
     # The LA volume follows the edit exactly (voxel count x voxel volume); the new LA segment is
     # the edited one; the scar lies in the wall band of the new LA.

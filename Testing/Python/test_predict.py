@@ -82,6 +82,10 @@ def test_la_mask_keeps_the_largest_component_and_scar_lies_in_the_band() -> None
     assert kept == 0
     with pytest.raises(InputError, match="no left atrium found"):
         la_mask(Volume(np.zeros(geom.shape, np.float32), geom, "empty.nii.gz"))
+    stray = np.zeros(geom.shape, np.float32)
+    stray[5:7, 10:20, 10:20] = 0.9  # 200 voxels of 2 mm^3: 0.4 mL, no atrium
+    with pytest.raises(InputError, match=r"no left atrium found \(the largest candidate is 0.40 mL, under 1 mL\)"):
+        la_mask(Volume(stray, geom, "stray.nii.gz"))
     from LAScarSegLib.predict import Prediction
 
     p_scar = np.ones(geom.shape, np.float32)
@@ -139,3 +143,22 @@ def test_component_warning_when_a_smaller_component_is_clearly_more_certain() ->
     assert component_warning(_two_blobs(0.97, 0.7, small_mm=20.0)) is None
     assert component_warning(_two_blobs(0.95, 0.96, small_mm=20.0)) is None
     assert component_warning(small_but_candidate, keep_largest=False) is None
+
+
+def test_component_through_the_whole_slab_is_no_la_candidate() -> None:
+    geo = _two_blobs(0.0, 0.0).geometry  # 60 slices of 1 mm
+    # a certain vessel on every slice (20x20 mm in plane: 24 mL), largest, beside a 16 mL blob at 0.8
+    prob = _two_blobs(0.0, 0.8, small_mm=20.0).array.copy()
+    prob[:, 5:25, 5:25] = 0.99
+    warning = component_warning(Volume(prob, geo, "prob"))
+    assert warning is not None and "(24 mL, 100% of it" in warning and "runs through the whole slab" in warning
+    # the same vessel stopping one slice short is an ordinary component, largest and most certain: kept
+    prob[-1] = 0.0
+    assert component_warning(Volume(prob, geo, "prob")) is None
+    # nor is a through-slab component preferred to the largest: a 12 mL vessel far more certain than a 64 mL LA
+    prob = _two_blobs(0.7, 0.0).array.copy()
+    prob[:, 46:60, 46:60] = 0.99
+    assert component_warning(Volume(prob, geo, "prob")) is None
+    prob[1:, 46:60, 46:60] = 0.99
+    prob[0, 46:60, 46:60] = 0.0  # off the first slice it is a candidate again, and preferred
+    assert "another of 12 mL (100%)" in component_warning(Volume(prob, geo, "prob"))
