@@ -40,6 +40,7 @@ from typing import Annotated, Union
 import slicer
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -51,6 +52,14 @@ from slicer.util import VTKObservationMixin
 
 MODULE_NAME = "LAScarSeg"
 MTL_SESA = "MTL-SESA"
+MIN_TORCH = (2, 9)  # CONTRACTS section 1
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """(2, 9) of "2.9.1+cu126": the numeric release parts only."""
+    import re
+
+    return tuple(int(p) for p in re.findall(r"\d+", version.split("+")[0])[:2])
 DEVICES = ["auto", "cuda", "cpu"]
 _MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -141,7 +150,7 @@ class LAScarSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("LA Scar Segmentation")
-        self.parent.categories = ["Cardiac"]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Cardiac")]
         self.parent.dependencies = []  # PyTorch is imported lazily, through the PyTorch extension
         self.parent.contributors = ["LAScarSeg developers"]
         self.parent.helpText = _(
@@ -244,6 +253,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._worker = None
         self._workerInput = None
         self._workerMethod = MTL_SESA  # the method of the running job (the combo may change meanwhile)
+        self._workerBand = (-1.0, 3.0)  # the projection band of the running job
         self._timer = None
         self._lastResult = None
 
@@ -300,7 +310,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
+            if first and first.GetClassName() == "vtkMRMLScalarVolumeNode":  # not a labelmap nor an RGB volume
                 self._parameterNode.inputVolume = first
 
     def setParameterNode(self, inputParameterNode) -> None:
@@ -370,6 +380,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._workerInput = p.inputVolume
         self._workerMethod = p.method
+        self._workerBand = request.band_mm  # what the run used, whatever the spin boxes say when it ends
         self.ui.progressBar.value = 0
         self._setStatus(_("Starting..."))
         self._timer.start()
@@ -399,7 +410,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             # A baseline chosen as the method: the scene shows its scar, not the network's.
             result = self.logic.addResultToScene(self._workerInput, pipelineResult,
-                                                 bandMm=(p.bandStartMm, p.bandEndMm), method=self._workerMethod)
+                                                 bandMm=self._workerBand, method=self._workerMethod)
         except Cancelled:
             self._setStatus(_("Cancelled: the scene is as it was."))
             return
@@ -427,9 +438,15 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from LAScarSegLib.errors import LAScarSegError
 
         result = self._lastResult
+        if result is None or result.segmentation is None or result.segmentation.GetScene() is None:
+            self._setStatus(_("The LA and scar segmentation is no longer in the scene: run the segmentation again."),
+                            error=True)
+            self._checkCanApply()
+            return
         try:
-            new = self.logic.requantify(self._workerInput or self._parameterNode.inputVolume,
-                                        result.segmentation, result)
+            with slicer.util.WaitCursor():
+                new = self.logic.requantify(self._workerInput or self._parameterNode.inputVolume,
+                                            result.segmentation, result)
         except LAScarSegError as exc:
             self._setStatus(str(exc), error=True)
             return
@@ -457,7 +474,16 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def ensureTorch(self) -> bool:
         """Torch through the PyTorch extension, after the user's confirmation (never silently)."""
         if importlib.util.find_spec("torch") is not None:
-            return True
+            from importlib.metadata import version  # not `import torch`: the worker runs it, not Slicer
+
+            have = version("torch")
+            if _version_tuple(have) >= MIN_TORCH:
+                return True
+            slicer.util.errorDisplay(
+                _("LAScarSeg needs PyTorch {need} or newer; this Slicer has {have}. Update it in the PyTorch Utils "
+                  "module (uninstall, restart Slicer, install), then run LAScarSeg again.").format(
+                    need=".".join(map(str, MIN_TORCH)), have=have))
+            return False
         try:
             import PyTorchUtils
         except ImportError:
@@ -563,7 +589,10 @@ class LAScarSegLogic(ScriptedLoadableModuleLogic, _libraryLogic()):
     def loadPhantom(seed: int = 0) -> dict:
         from LAScarSegLib.logic import load_phantom
 
-        return load_phantom(slicer.mrmlScene, seed)
+        nodes = load_phantom(slicer.mrmlScene, seed)
+        if getattr(slicer, "app", None) is not None:  # as Sample Data shows what it loads
+            slicer.util.setSliceViewerLayers(background=nodes["image"], fit=True)
+        return nodes
 
     @staticmethod
     def resultsHtml(report: dict) -> str:

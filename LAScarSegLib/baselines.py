@@ -31,6 +31,7 @@ surface methods are scored.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -290,6 +291,11 @@ def method_names(iir_thresholds: Sequence[float] = DEFAULT_IIR_THRESHOLDS,
     return ([_iir_name(t) for t in iir_thresholds] + [_sd_name(k) for k in sd_k] + list(VOXEL_METHODS))
 
 
+#: Names with other thresholds than the configured ones: iir-1.32, mean+2.8sd.
+_IIR_NAME = re.compile(r"iir-(\d+(?:\.\d+)?)")
+_SD_NAME = re.compile(r"mean\+(\d+(?:\.\d+)?)sd")
+
+
 def _iir_name(t: float) -> str:
     return f"iir-{float(t):.2f}"
 
@@ -368,14 +374,22 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
     """
     from .projection import la_surface_mesh, mesh_points_normals, point_areas
 
-    iir_t = _check_positive(iir_thresholds, "IIR thresholds")
-    ks = _check_positive(sd_k, "SD multipliers k")
+    iir_t = list(_check_positive(iir_thresholds, "IIR thresholds"))
+    ks = list(_check_positive(sd_k, "SD multipliers k"))
+    asked = [] if methods is None else [str(m).strip() for m in methods]
+    for i, name in enumerate(asked):  # other thresholds by name: iir-1.32, mean+2.8sd
+        if (m := _IIR_NAME.fullmatch(name)) and float(m.group(1)) > 0:
+            iir_t += [float(m.group(1))] if _iir_name(float(m.group(1))) not in method_names(iir_t, ()) else []
+            asked[i] = _iir_name(float(m.group(1)))
+        elif (m := _SD_NAME.fullmatch(name)) and float(m.group(1)) > 0:
+            ks += [float(m.group(1))] if _sd_name(float(m.group(1))) not in method_names((), ks) else []
+            asked[i] = _sd_name(float(m.group(1)))
     known = method_names(iir_t, ks)
-    asked = list(known) if methods is None else [str(m) for m in methods]
+    asked = list(known) if methods is None else asked
     unknown = [m for m in asked if m not in known]
     if unknown:
-        raise InputError(f"unknown baseline method(s) {unknown}; known: {', '.join(known)} "
-                         "(other IIR or SD thresholds: pass iir_thresholds / sd_k)")
+        raise InputError(f"unknown baseline method(s) {unknown}; known: {', '.join(known)}, or iir-<threshold> "
+                         "and mean+<k>sd with other positive values")
     asked = list(dict.fromkeys(asked))
     _same_grid(image, la)
     la_m = _mask(la, "LA mask")

@@ -689,10 +689,19 @@ class LAScarSegLogic:
         node with the same segments, so Segment Editor keeps it selected: only its Scar segment is
         rewritten. A user's own segmentation given here is only read.
         """
+        from .image import resample_mask
+
         la = self.labelVolume(laSegmentation, inputVolume, LA_SEGMENT)
         if la is None:
             raise InputError("no LA segmentation given to re-quantify")
+        grid = result.pipelineResult.image.geometry if result.pipelineResult is not None else la.geometry
+        moved = not la.geometry.same_grid(grid)
+        if moved:  # edited on another geometry (Segment Editor's oversampling): onto the image grid
+            la = resample_mask(la, grid)
         new = requantified(result.pipelineResult, la, result.bandMm)
+        if moved:
+            new.report["warnings"].append(f"the edited LA segment was drawn on another grid and was resampled "
+                                          f"onto the image grid ({grid.describe()})")
         return self.addResultToScene(inputVolume, new, bandMm=result.bandMm, keepSegmentation=laSegmentation)
 
     # -------------------------------------------------------------------------------- scene

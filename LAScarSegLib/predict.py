@@ -167,14 +167,15 @@ MAX_FINE_PASSES = 3
 
 @dataclass
 class _Doubt:
-    """The kept (largest) component and the LA candidate preferred to it (indices into the label arrays)."""
+    """Why the kept (largest) component is in doubt, and the candidate preferred to it if any
+    (indices into the label arrays)."""
 
     labels: np.ndarray
     ml: np.ndarray
     certain: np.ndarray
     through: np.ndarray  # component present on the first and the last slice
     kept: int
-    best: int
+    best: int | None  # None: the kept one runs through the slab and there is no other candidate
 
 
 def _through_slab(labels: np.ndarray, n: int) -> np.ndarray:
@@ -195,7 +196,7 @@ def _doubt(prob: Volume) -> _Doubt | None:
     candidate (not through the slab) is clearly more certain; the most certain such candidate is
     preferred. None when there is no doubt."""
     labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
-    if n < 2:
+    if n == 0:
         return None
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     ml = counts * prob.geometry.voxel_volume_mm3 / 1000.0
@@ -204,30 +205,33 @@ def _doubt(prob: Volume) -> _Doubt | None:
     through = _through_slab(labels, n)
     kept = int(ml.argmax())
     others = [i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]]
-    if not others:
-        return None
-    best = max(others, key=lambda i: certain[i])
-    if not through[kept] and certain[best] < certain[kept] + CERTAINTY_MARGIN:
-        return None
-    return _Doubt(labels, ml, certain, through, kept, best)
+    best = max(others, key=lambda i: certain[i]) if others else None
+    if through[kept] or (best is not None and certain[best] >= certain[kept] + CERTAINTY_MARGIN):
+        return _Doubt(labels, ml, certain, through, kept, best)
+    return None
 
 
 def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool = True,
                       progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction:
     """`predict` over the whole field of view, then, while the largest LA candidate is in doubt and only
-    one component will be kept, the fine pass of `localised` (at most MAX_FINE_PASSES), whose warnings
-    say so; `component_warning` says when the doubt remains. What the pipeline and `evaluate` run."""
-    pred = predict(loaded, image, progress=progress, cancel=cancel)
+    one component will be kept, a fine pass around the preferred candidate (at most MAX_FINE_PASSES),
+    whose warnings say so; `component_warning`'s warning when the doubt remains. What the pipeline
+    and `evaluate` run. Progress: the first pass to 0.8 of the way, fine passes the rest."""
+    def part(lo: float, hi: float) -> ProgressFn | None:
+        return None if progress is None else (lambda f, text: progress(lo + (hi - lo) * f, text))
+
+    pred = predict(loaded, image, progress=part(0.0, 0.8), cancel=cancel)
     if not keep_largest:
         return pred
-    for _ in range(MAX_FINE_PASSES):
-        fine = localised(loaded, image, pred, cancel=cancel)
-        if fine is None:  # no doubt about the largest: nothing to warn about
+    for k in range(MAX_FINE_PASSES + 1):
+        d = _doubt(pred.la)
+        if d is None:
             return pred
-        pred = fine
-    doubt = component_warning(pred.la)
-    if doubt:
-        pred.warnings.append(doubt)
+        if d.best is None or k == MAX_FINE_PASSES:
+            break
+        step = 0.2 / MAX_FINE_PASSES
+        pred = _fine_pass(loaded, image, pred, d, progress=part(0.8 + k * step, 0.8 + (k + 1) * step), cancel=cancel)
+    pred.warnings.append(_doubt_text(d))
     return pred
 
 
@@ -241,10 +245,16 @@ def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
     section 5); this says when to check it.
     """
     d = _doubt(prob) if keep_largest else None
-    if d is None:
-        return None
-    why = ("runs through the whole slab, which the LA does not" if d.through[d.kept] else
-           f"is less certain than another of {d.ml[d.best]:.0f} mL ({d.certain[d.best]:.0%})")
+    return None if d is None else _doubt_text(d)
+
+
+def _doubt_text(d: _Doubt) -> str:
+    if not d.through[d.kept]:
+        why = f"is less certain than another of {d.ml[d.best]:.0f} mL ({d.certain[d.best]:.0%})"
+    elif d.best is None:
+        why = "runs through the whole slab, which the LA does not, and there is no other candidate"
+    else:
+        why = "runs through the whole slab, which the LA does not"
     return (f"the kept LA component ({d.ml[d.kept]:.0f} mL, {d.certain[d.kept]:.0%} of it with LA probability over "
             f"{CONFIDENT_P}) {why}: the image may show other blood pools (a whole field of view); check the LA, "
             "or crop the image around it")
@@ -252,14 +262,20 @@ def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
 
 def localised(loaded: LoadedModel, image: Volume, pred: Prediction, *, margin_mm: float = LOCALISE_MARGIN_MM,
               progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction | None:
-    """Coarse localisation, then a fine pass: when the largest LA component is in doubt (`_doubt`),
-    run the model again on the box around the preferred candidate grown by `margin_mm`, as on the
-    LA-centred crops it was trained on, and return that prediction on the whole grid (0 outside the
-    box). None when there is no such doubt.
+    """Coarse localisation, then a fine pass: when the largest LA component is in doubt (`_doubt`)
+    and there is a candidate preferred to it, run the model again on the box around that candidate
+    grown by `margin_mm`, as on the LA-centred crops it was trained on, and return that prediction
+    on the whole grid (0 outside the box). None when there is no such doubt or candidate.
     """
     d = _doubt(pred.la)
-    if d is None:
+    if d is None or d.best is None:
         return None
+    return _fine_pass(loaded, image, pred, d, margin_mm=margin_mm, progress=progress, cancel=cancel)
+
+
+def _fine_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, *,
+               margin_mm: float = LOCALISE_MARGIN_MM, progress: ProgressFn | None = None,
+               cancel: threading.Event | None = None) -> Prediction:
     margin = [int(np.ceil(margin_mm / s)) for s in image.geometry.spacing_zyx]
     box = box_around(d.labels == d.best + 1, margin)
     fine = predict(loaded, crop(image, box), progress=progress, cancel=cancel)

@@ -132,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          baselines=req.baselines, progress=lambda f, m: _send("progress", fraction=f, text=m))
         save_result(result, folder)
     except Exception as exc:  # reported to the parent, which raises it there
-        _send("error", error_type=type(exc).__name__, text=str(exc))
+        # the nearest class the parent knows (NoLAFound travels as InputError: a message for the user)
+        known = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _ERRORS), type(exc).__name__)
+        _send("error", error_type=known, text=str(exc))
         return 2 if isinstance(exc, InputError) else 1
     _send("done", fraction=1.0, text="done")
     return 0
@@ -154,7 +156,7 @@ def default_launcher(command: list[str], **kwargs: Any) -> subprocess.Popen:
     else:
         kwargs.setdefault("start_new_session", True)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, bufsize=1, **kwargs)
+                            text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
 
 
 def _leads_own_group(pid: int) -> bool:
@@ -220,6 +222,7 @@ class Worker:
             pickle.dump(self.request, f, protocol=pickle.HIGHEST_PROTOCOL)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONIOENCODING"] = "utf-8"  # what the parent decodes, whatever the locale (Windows: cp1252)
         try:
             self.process = self.launcher(self.command(), env=env, cwd=str(self.folder))
         except Exception:

@@ -183,10 +183,16 @@ def test_z_scored_image_gives_the_same_ratios(scarred):
 
 def test_bad_requests_raise_input_errors(scarred):
     ph, mesh, _, _ = scarred
-    with pytest.raises(InputError, match=r"unknown baseline method.*'iir-1.30'.*known: iir-0.97, iir-1.20.*gmm"):
-        run_baselines(ph.image, ph.la, methods=["iir-1.30"], mesh=mesh)
-    out = run_baselines(ph.image, ph.la, methods=["iir-1.30"], iir_thresholds=(1.3,), mesh=mesh)
-    assert list(out) == ["iir-1.30"]
+    with pytest.raises(InputError, match=r"unknown baseline method.*'iir-high'.*known: iir-0.97, iir-1.20.*gmm"):
+        run_baselines(ph.image, ph.la, methods=["iir-high", "otsu"], mesh=mesh)
+    # another threshold by name (as the command line passes it), the same as configured
+    out = run_baselines(ph.image, ph.la, methods=["iir-1.3", "mean+2.8sd"], mesh=mesh)
+    assert list(out) == ["iir-1.30", "mean+2.8sd"]
+    configured = run_baselines(ph.image, ph.la, methods=["iir-1.30"], iir_thresholds=(1.3,), mesh=mesh)
+    np.testing.assert_array_equal(out["iir-1.30"].point_scar, configured["iir-1.30"].point_scar)
+    assert out["mean+2.8sd"].info["sd_k"] == 2.8
+    assert out["mean+2.8sd"].point_scar.sum() >= run_baselines(ph.image, ph.la, methods=["mean+3.3sd"],
+                                                               mesh=mesh)["mean+3.3sd"].point_scar.sum()
     with pytest.raises(InputError, match="must be positive"):
         run_baselines(ph.image, ph.la, iir_thresholds=(0.0,), mesh=mesh)
     with pytest.raises(InputError, match="0/1 mask"):

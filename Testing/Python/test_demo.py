@@ -31,6 +31,24 @@ def test_demo_writes_phantom_checks_and_preview(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+def test_demo_without_a_usable_model_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registered model file is corrupt (a copy of the registry, its model file truncated): the
+    demo still writes the phantom and the core checks, says why it did not segment, and exits 1."""
+    import shutil
+
+    from LAScarSegLib import export
+
+    models = shutil.copytree(export.MODELS_DIR, tmp_path / "Models")
+    for pt in models.glob("*.pt"):
+        pt.write_bytes(pt.read_bytes()[:1000])
+    monkeypatch.setattr(export.load_model, "__defaults__", (None, models / "models.json", "cpu"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seed", "2"]) == 1
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["all_checks_passed"] and "does not match the registry" in summary["segmentation"]
+    assert not (out / "segmentation").exists()
+
+
 def test_atomic_output_dir_leaves_nothing_after_a_failure(tmp_path: Path) -> None:
     out = tmp_path / "result"
     with pytest.raises(RuntimeError):

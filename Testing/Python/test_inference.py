@@ -42,17 +42,36 @@ def test_windowed_equals_single_pass_for_a_pointwise_model() -> None:
     np.testing.assert_allclose(single["la"][0], 1 / (1 + np.exp(-(3 * img - 1))), atol=1e-5)
 
 
-def test_windowed_and_single_pass_agree_for_a_unet() -> None:
-    from LAScarSegLib.network import ModelConfig, build_model
+def test_windowed_and_single_pass_agree_for_the_bundled_model() -> None:
+    """The bundled model on a phantom at its grid (80x104x104): one pass, and 48x64x64 windows (the
+    training patch size) at half overlap, find the same LA (largest component), and find it.
 
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(levels=3, base_channels=4)).eval()
-    z, y, x = np.indices((24, 48, 48))
-    img = (((z - 12) ** 2 + (y - 24) ** 2 + (x - 20) ** 2) < 100).astype(np.float32) * 2 - 1
-    single = sliding_window(model, img, (24, 48, 48), divisor=4)
-    windowed = sliding_window(model, img, (24, 32, 32), divisor=4, overlap=0.5)
-    diff = np.abs(single["la"] - windowed["la"])
-    assert np.median(diff) < 1e-3 and diff.max() < 0.1  # only window borders differ, and only a little
+    The raw probabilities differ more than window seams would explain: the model sees more context
+    in one pass and marks more of the neighbouring pools (Dice to the truth before the largest
+    component 0.87 against 0.92), which the largest component removes.
+    """
+    from LAScarSegLib.image import grid_for_spacing, normalise, resample
+    from LAScarSegLib.phantom import make_phantom
+    from LAScarSegLib.predict import la_mask, load_for_inference
+
+    loaded = load_for_inference(None, "cpu")
+    card = loaded.card
+    ph = make_phantom(5)
+    grid = grid_for_spacing(ph.image.geometry, card["spacing_mm"])
+    img = normalise(resample(ph.image, grid, interpolation="linear"), card["normalisation"])
+    truth = resample(ph.la, grid, interpolation="nearest").array > 0
+    divisor = int(card["divisor"])
+    single = sliding_window(loaded.module, img.array, img.array.shape, divisor=divisor)["la"][0]
+    windowed = sliding_window(loaded.module, img.array, (48, 64, 64), divisor=divisor, overlap=0.5)["la"][0]
+    la_single = la_mask(img.with_array(single))[0].array > 0
+    la_windowed = la_mask(img.with_array(windowed))[0].array > 0
+
+    def dice(a: np.ndarray, b: np.ndarray) -> float:
+        return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+    assert dice(la_single, truth) > 0.93 and dice(la_windowed, truth) > 0.93
+    assert dice(la_single, la_windowed) > 0.98
+    assert np.abs(single - windowed)[truth].mean() < 0.03
 
 
 def test_cancel_stops_between_windows() -> None:

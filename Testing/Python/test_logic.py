@@ -161,6 +161,25 @@ def _model_points_index(model, geometry) -> tuple[np.ndarray, np.ndarray, np.nda
     return ijk[:, 0], scar, _point_areas(poly)
 
 
+def test_requantify_after_an_edit_on_an_oversampled_geometry(mrml, processed, phantom) -> None:
+    """Segment Editor's "oversample" (a finer reference geometry, to edit a thin wall): the edited
+    LA is read on that geometry and resampled onto the image grid, with a note."""
+    from LAScarSegLib.image import Geometry
+
+    logic = LAScarSegLogic()
+    node = volume_to_node(phantom.image, "lge")
+    first = logic.addResultToScene(node, processed["result"].pipelineResult)
+    g = phantom.image.geometry
+    fine_geo = Geometry((g.size[0] * 2, g.size[1] * 2, g.size[2]), (g.spacing[0] / 2, g.spacing[1] / 2, g.spacing[2]),
+                        tuple(o - s / 4 for o, s in zip(g.origin, (g.spacing[0], g.spacing[1], 0.0))), g.direction)
+    fine = volume_to_node(Volume(np.zeros(fine_geo.shape, np.float32), fine_geo), "fine")
+    first.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(fine)
+    new = logic.requantify(node, first.segmentation, first)
+    assert any("drawn on another grid" in w for w in new.report["warnings"])
+    assert new.pipelineResult.la.geometry.same_grid(g)
+    assert new.report["la"]["volume_ml"] == pytest.approx(first.report["la"]["volume_ml"], rel=0.03)
+
+
 def test_requantify_after_an_edit_of_the_LA_segment(mrml, processed, phantom) -> None:
     pr = _truth_prediction(processed["result"].pipelineResult, phantom)
     logic = LAScarSegLogic()

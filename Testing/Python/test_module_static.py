@@ -157,7 +157,7 @@ class WithinRange:
 slicer.ScriptedLoadableModule = stub("slicer.ScriptedLoadableModule", ScriptedLoadableModule=ScriptedLoadableModule,
     ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest=ScriptedLoadableModuleTest)
-slicer.i18n = stub("slicer.i18n", tr=lambda text: text)
+slicer.i18n = stub("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
 slicer.parameterNodeWrapper = stub("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls,
                                    Choice=Choice, WithinRange=WithinRange)
 stub("qt")

@@ -152,6 +152,10 @@ def test_component_through_the_whole_slab_is_no_la_candidate() -> None:
     prob[:, 5:25, 5:25] = 0.99
     warning = component_warning(Volume(prob, geo, "prob"))
     assert warning is not None and "(24 mL, 100% of it" in warning and "runs through the whole slab" in warning
+    # alone, it is still no LA: said so, though there is nothing else to prefer
+    alone = np.zeros_like(prob)
+    alone[:, 5:25, 5:25] = 0.99
+    assert "there is no other candidate" in component_warning(Volume(alone, geo, "prob"))
     # the same vessel stopping one slice short is an ordinary component, largest and most certain: kept
     prob[-1] = 0.0
     assert component_warning(Volume(prob, geo, "prob")) is None

@@ -144,13 +144,30 @@ def test_a_library_error_comes_back_with_its_type_and_message(phantom) -> None:
     assert worker.state == "failed" and worker.process.returncode == 1
 
 
+def test_no_la_found_comes_back_as_an_input_error() -> None:
+    """A subclass of a library error (NoLAFound) comes back as the class the parent knows, with its
+    message: the Slicer module shows it as a message, not as a crash."""
+    import numpy as np
+
+    from LAScarSegLib.errors import InputError
+    from LAScarSegLib.image import Geometry, Volume
+
+    ramp = np.broadcast_to(np.linspace(0, 1, 32, dtype=np.float32), (48, 40, 32)).copy()  # no structure at all
+    image = Volume(ramp, Geometry((32, 40, 48), (1.25, 1.25, 1.25), (0, 0, 0)), "ramp")
+    worker = Worker(WorkerRequest(image, model=MODEL)).start()
+    with pytest.raises(InputError, match="no left atrium found") as caught:
+        worker.wait(timeout=300)
+    assert type(caught.value) is InputError and worker.process.returncode == 2
+
+
 def test_a_crash_comes_back_as_a_clear_error_with_the_exit_code_and_stderr(phantom) -> None:
     def crashing(command, **kwargs):
-        code = "import sys; sys.stderr.write('worker exploded\\n'); sys.exit(3)"
+        # a byte that is no UTF-8 (a Windows code page's, say) must not kill the reader thread
+        code = "import sys; sys.stderr.buffer.write(b'worker \\xff exploded\\n'); sys.exit(3)"
         return default_launcher([sys.executable, "-c", code], **kwargs)
 
     worker = Worker(WorkerRequest(phantom.image), launcher=crashing).start()
-    with pytest.raises(WorkerError, match=r"exit code 3:\nworker exploded"):
+    with pytest.raises(WorkerError, match="exit code 3:\nworker \ufffd exploded"):
         worker.wait(timeout=60)
     with pytest.raises(WorkerError, match="runs once"):
         worker.start()
