@@ -278,6 +278,8 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        # Re-quantify needs the output segmentation: disable it as soon as that node is deleted
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self._checkCanApply)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.requantifyButton.connect("clicked(bool)", self.onRequantifyButton)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)

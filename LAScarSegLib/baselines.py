@@ -24,9 +24,8 @@ affine rescaling of the image (z-scoring included); on raw magnitude images z0 i
 and the IIR is within a few percent of the plain ratio. Pass `zero_level=0.0` for the literature's
 plain ratio on raw magnitudes.
 
-Burden is area-weighted on the mesh (`projection.point_areas`). `baseline_surface_metrics` gives
-every method the paper's keys (accuracy, dice_scar, dice_normal, gdice); see there for how
-surface methods are scored.
+Burden is area-weighted on the mesh (`projection.point_areas`). `baseline_surface_metrics` scores
+every method as the network is scored (the paper's accuracy, dice_scar, dice_normal, gdice).
 """
 
 from __future__ import annotations
@@ -61,10 +60,12 @@ class BaselineResult:
 
     point_scar: (P,) uint8 per mesh point. point_values: the per-point quantity that was thresholded
     (IIR, or the projected max intensity in image units for mean+k*SD), None for voxel methods.
-    scar_mask: voxel scar (wall-band voxels) for "otsu" / "gmm", None for surface methods.
+    scar_mask: voxel scar (wall-band voxels): thresholded voxels for "otsu" / "gmm"; for surface
+        methods the wall-band voxels whose nearest mesh point is scar (`point_scar_to_voxels`),
+        so that every method is scored by one protocol and shown as one kind of segment.
     threshold: the intensity threshold used, in image units (None when GMM found no scar).
     points, normals: the mesh points (LPS mm) and outward normals the projection used.
-    wall_band: the wall band of the LA (voxel methods; the predicted wall for the metrics).
+    wall_band: the wall band of the LA (the predicted wall for the metrics).
     """
 
     method: str
@@ -412,6 +413,9 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
               "band_mm": [float(band_mm[0]), float(band_mm[1])], "step_mm": float(step_mm)}
 
     out: dict[str, BaselineResult] = {}
+    band_v = wall_band(la, wall_band_mm)
+    if not band_v.array.any():
+        raise InputError(f"{la.source or 'LA mask'}: the wall band of the LA is empty")
     surface = [m for m in asked if m not in VOXEL_METHODS]
     if surface:
         shifted = wall_max_projection(image, points, normals, band_mm, step_mm, z0).astype(np.float64)
@@ -423,7 +427,8 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
                 scar = (iir > t).astype(np.uint8)
                 out[name] = BaselineResult(name, SURFACE_KIND, scar, _burden(scar, areas),
                                            z0 + t * (bp.mean - z0), {**common, "iir_threshold": t},
-                                           point_values=iir, points=points, normals=normals)
+                                           scar_mask=point_scar_to_voxels(band_v, points, scar),
+                                           point_values=iir, points=points, normals=normals, wall_band=band_v)
         for k in ks:
             name = _sd_name(k)
             if name in surface:
@@ -431,13 +436,11 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
                 scar = (intensity > thr).astype(np.uint8)
                 out[name] = BaselineResult(name, SURFACE_KIND, scar, _burden(scar, areas), thr,
                                            {**common, "sd_k": k, "iir_equivalent": (thr - z0) / (bp.mean - z0)},
-                                           point_values=intensity, points=points, normals=normals)
+                                           scar_mask=point_scar_to_voxels(band_v, points, scar),
+                                           point_values=intensity, points=points, normals=normals, wall_band=band_v)
     voxel = [m for m in asked if m in VOXEL_METHODS]
     if voxel:
-        band_v = wall_band(la, wall_band_mm)
         band = band_v.array.astype(bool)
-        if not band.any():
-            raise InputError(f"{la.source or 'LA mask'}: the wall band of the LA is empty")
         arr = np.asarray(image.array)
         vals = arr[band].astype(np.float64)
         n_wall = int(band.sum())
@@ -462,74 +465,41 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
 
 
 # ---------------------------------------------------------------------------------- scoring
-def _agreement(pred: np.ndarray, gt: np.ndarray, n_excluded: int) -> dict[str, Any]:
-    """The paper's four surface metrics over points (METHOD-NOTES section 3)."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    n = int(gt.size)
-    out: dict[str, Any] = {"accuracy": None, "dice_scar": None, "dice_normal": None, "gdice": None,
-                           "n_points": n, "n_excluded": int(n_excluded)}
-    if n == 0:
-        return out
-    tp = int(np.count_nonzero(gt & pred))
-    fp = int(np.count_nonzero(~gt & pred))
-    fn = int(np.count_nonzero(gt & ~pred))
-    tn = n - tp - fp - fn
+def point_scar_to_voxels(wall: Volume, points: np.ndarray, point_scar: np.ndarray) -> Volume:
+    """Wall voxels whose nearest mesh point (LPS mm, k-d tree) is scar: a per-point decision as voxels."""
+    from scipy.spatial import cKDTree
 
-    def dice(a: int, b: int, c: int) -> float:
-        return 1.0 if 2 * a + b + c == 0 else 2.0 * a / (2 * a + b + c)
-
-    ds, dn = dice(tp, fp, fn), dice(tn, fn, fp)
-    out.update({"accuracy": (tp + tn) / n, "dice_scar": ds, "dice_normal": dn,
-                "gdice": ((tp + fn) * ds + (tn + fp) * dn) / n})
-    return out
+    band = np.asarray(wall.array).astype(bool)
+    out = np.zeros(band.shape, np.uint8)
+    scar = np.asarray(point_scar).astype(bool).reshape(-1)
+    idx = np.argwhere(band)  # z, y, x
+    if len(idx) and scar.any():
+        _, nearest = cKDTree(np.asarray(points, np.float64)).query(wall.geometry.index_to_physical(idx[:, ::-1]))
+        out[tuple(idx.T)] = scar[nearest]
+    return wall.with_array(out)
 
 
 def baseline_surface_metrics(result: BaselineResult, ref_scar: Volume, ref_wall: Volume | None = None,
-                             ref_la: Volume | None = None, *, mesh: Any = None,
-                             wall_band_mm: float = DEFAULT_WALL_BAND_MM, band_mm: tuple[float, float] | None = None,
-                             step_mm: float | None = None, max_mm: float = EVAL_MAX_MM,
+                             ref_la: Volume | None = None, *, wall_band_mm: float = DEFAULT_WALL_BAND_MM,
+                             step_mm: float = DEFAULT_STEP_MM, max_mm: float = EVAL_MAX_MM,
                              sigma_mm: float = EVAL_SIGMA_MM) -> dict[str, Any]:
-    """accuracy, dice_scar, dice_normal and gdice of one baseline against manual labels.
-
-    Voxel methods (otsu, gmm) have a voxel scar mask, so they are scored exactly like the network:
-    `metrics.scar_surface_metrics` on the manual LA's evaluation surface, with the LA's wall band
-    as the predicted wall. Surface methods have no voxel mask (their decision is per mesh point),
-    so they are scored on the product surface they were computed on: the manual scar is projected
-    onto the same points with the same band (-1 to +3 mm, nearest voxel), and points whose band
-    meets no manual wall (the mitral opening, vein ends) are excluded, as the evaluation protocol
-    excludes points with no wall. The numbers of the two kinds are close but not identical
-    protocols (different surfaces and search ranges); "surface" in the result says which was used.
-    `ref_wall` None: the wall band of `ref_la` (CONTRACTS section 2). `mesh`: score on another
-    mesh's points instead of the result's (surface methods need the result's own points).
+    """accuracy, dice_scar, dice_normal and gdice of one baseline against manual labels, exactly as
+    the network is scored: `metrics.scar_surface_metrics` of the baseline's voxel scar (surface
+    methods: their per-point decision as wall-band voxels) on the manual LA's evaluation surface,
+    with the LA's wall band as the predicted wall. So every method's numbers compare directly.
+    `ref_wall` None: the wall band of `ref_la` (CONTRACTS section 2).
     """
     from .metrics import scar_surface_metrics
 
-    if ref_la is None and ref_wall is None:
-        raise InputError("scoring a baseline needs the manual LA or the manual wall")
+    if ref_la is None:
+        raise InputError("scoring a baseline needs the manual LA (its surface is the evaluation surface)")
     if ref_wall is None:
         band_wall = wall_band(ref_la, wall_band_mm).array.astype(bool)
         ref_wall = ref_scar.with_array((band_wall | (np.asarray(ref_scar.array) != 0)).astype(np.uint8)) \
             if ref_scar.geometry.same_grid(ref_la.geometry) else ref_la.with_array(band_wall.astype(np.uint8))
-    if result.kind == VOXEL_KIND:
-        if ref_la is None:
-            raise InputError("scoring a voxel baseline needs the manual LA (its surface is the evaluation surface)")
-        out = scar_surface_metrics(result.scar_mask, ref_scar, ref_wall, ref_la, pred_wall=result.wall_band,
-                                   max_mm=max_mm, step_mm=step_mm if step_mm is not None else DEFAULT_STEP_MM,
-                                   sigma_mm=sigma_mm)
-        out["surface"] = "evaluation"
-        return out
-    band = tuple(result.info.get("band_mm", PRODUCT_BAND_MM)) if band_mm is None else tuple(band_mm)
-    step = float(result.info.get("step_mm", DEFAULT_STEP_MM)) if step_mm is None else float(step_mm)
-    points, normals = result.points, result.normals
-    if mesh is not None:
-        from .projection import mesh_points_normals
-
-        mp, mn = mesh_points_normals(mesh)
-        if mp.shape != points.shape or not np.allclose(mp, points):
-            raise InputError("a surface baseline is scored on the mesh it was computed on; this mesh differs")
-        points, normals = mp, mn
-    gt = _project_mask(np.asarray(ref_scar.array) != 0, ref_scar.geometry, points, normals, band, step)
-    has_wall = _project_mask(np.asarray(ref_wall.array) != 0, ref_wall.geometry, points, normals, band, step) | gt
-    out = _agreement(np.asarray(result.point_scar, bool)[has_wall], gt[has_wall], int(np.count_nonzero(~has_wall)))
-    out["surface"] = "product"
+    if result.scar_mask is None or result.wall_band is None:
+        raise InputError(f"baseline {result.method!r} carries no voxel scar to score (run it with run_baselines)")
+    out = scar_surface_metrics(result.scar_mask, ref_scar, ref_wall, ref_la, pred_wall=result.wall_band,
+                               max_mm=max_mm, step_mm=step_mm, sigma_mm=sigma_mm)
+    out["surface"] = "evaluation"
     return out

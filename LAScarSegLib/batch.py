@@ -58,6 +58,17 @@ def _row(case_id: str, result=None, error: str = "", seconds: float = 0.0) -> di
     return row
 
 
+def write_summary(rows: list[dict[str, Any]], path: Path) -> None:
+    """summary.csv, replaced atomically (a reader never sees half a file)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, SUMMARY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
 def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, model: str | None = None,
               device: str = "auto", log=print, **kwargs: Any) -> list[dict[str, Any]]:
     from .pipeline import segment, write_outputs
@@ -75,15 +86,11 @@ def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, overwrite: b
                              **kwargs)
             write_outputs(result, out / case["id"], overwrite=overwrite)
             rows.append(_row(case["id"], result, seconds=time.perf_counter() - t0))
-            log(f"{case['id']}: done ({rows[-1]['seconds']} s)")
         except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
             rows.append(_row(case["id"], error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0))
-            log(f"{case['id']}: failed: {exc}")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, SUMMARY_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    tmp = out / ".summary.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, out / "summary.csv")
+        # after every case: a killed batch leaves its finished case folders and a summary of them
+        write_summary(rows, out / "summary.csv")
+        row = rows[-1]
+        log(f"{case['id']}: done ({row['seconds']} s)" if row["status"] == "done" else
+            f"{case['id']}: failed: {row['error']}")
     return rows

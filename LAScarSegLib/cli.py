@@ -174,6 +174,8 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-all-components", action="store_true", help="keep every LA component (default: largest)")
     p.add_argument("--baselines", nargs="*", default=None, metavar="METHOD",
                    help="also run the classical baselines (all when no method is named)")
+    p.add_argument("--baselines-on", choices=("predicted", "manual"), default="predicted",
+                   help="the LA the baselines run on: the predicted one (default) or the manual --la-label")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds results")
     add_threads_option(p)
 
@@ -190,7 +192,8 @@ def _add_segment(sub) -> argparse.ArgumentParser:
 
 def _job_kwargs(args) -> dict:
     return {"model": args.model, "device": args.device, "band_mm": tuple(args.band),
-            "keep_largest": not args.keep_all_components, "baselines": args.baselines}
+            "keep_largest": not args.keep_all_components, "baselines": args.baselines,
+            "baselines_on": args.baselines_on}
 
 
 def _run_segment(args) -> int:

@@ -93,10 +93,13 @@ def _as_volume(x: str | os.PathLike | Volume, reader: Callable) -> Volume:
 def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | Volume | None = None,
             scar_label: str | os.PathLike | Volume | None = None, model: str | None = None, loaded=None,
             device: str = "auto", band_mm: Sequence[float] = (-1.0, 3.0), keep_largest: bool = True,
-            baselines: Sequence[str] | None = None, progress: ProgressFn | None = None,
-            cancel: threading.Event | None = None) -> PipelineResult:
+            baselines: Sequence[str] | None = None, baselines_on: str = "predicted",
+            progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> PipelineResult:
     """Run the whole job in memory (nothing is written; see `write_outputs`).
 
+    `baselines`: also run these classical baselines ([]: all), on the predicted LA and its surface,
+    or with `baselines_on="manual"` on the manual LA label and its own surface (as the paper's
+    LAM+Otsu / LAM+MGMM), which then cannot be shown in place of the network's scar.
     `loaded` reuses a model already loaded with `predict.load_for_inference` (batch jobs).
     Labels may be files or Volumes; on another grid they are resampled with a warning.
     """
@@ -106,6 +109,8 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
     from .quantify import decaaf_stage, geometry_warnings, la_volume_ml, utah_stage, wall_burden_pct
 
+    if baselines_on not in ("predicted", "manual"):
+        raise InputError(f"baselines_on must be 'predicted' or 'manual', got {baselines_on!r}")
     band = (float(band_mm[0]), float(band_mm[1]))
     if not band[0] < band[1]:
         raise InputError(f"projection band must be (start, end) with start < end, got {band}")
@@ -180,8 +185,11 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
         report["metrics"] = metrics
     found: dict[str, Any] = {}
     if baselines is not None:  # [] asks for all of them (`--baselines` with no name)
-        report["baselines"], found = st.run("metrics", lambda: _baselines(img, la, mesh, labels, baselines, wall_mm,
-                                                                           band))
+        if baselines_on == "manual" and "la" not in labels:
+            raise InputError("baselines on the manual LA need a manual LA label")
+        on = (labels["la"], None) if baselines_on == "manual" else (la, mesh)  # None: run_baselines makes the mesh
+        report["baselines"], found = st.run("metrics", lambda: _baselines(img, on[0], on[1], labels, baselines,
+                                                                           wall_mm, band, baselines_on))
     report["timings_s"] = dict(st.timings)
     return PipelineResult(img, la, wall, scar, scar_prob, mesh, report, labels, pred, dict(card), found)
 
@@ -226,17 +234,18 @@ def measure_against_labels(la: Volume, scar: Volume, wall: Volume, labels: dict[
 
 
 def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods: Sequence[str], wall_mm: float,
-               band: tuple[float, float]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(report["baselines"] entries, {method: BaselineResult}) of the baselines on `la` and `mesh`."""
+               band: tuple[float, float], on: str = "predicted") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report["baselines"] entries, {method: BaselineResult}) of the baselines on `la` and `mesh`
+    (`on`: which LA that is, "predicted" or "manual", recorded in each entry)."""
     from .baselines import baseline_surface_metrics, run_baselines
 
     results = run_baselines(img, la, methods=list(methods) or None, wall_band_mm=wall_mm, band_mm=band, mesh=mesh)
     out = {}
     for name, r in results.items():
-        entry: dict[str, Any] = {"burden_surface_pct": round(float(r.burden_surface_pct), 2)}
+        entry: dict[str, Any] = {"burden_surface_pct": round(float(r.burden_surface_pct), 2), "la": on}
         if "scar" in labels:
             entry["metrics"] = baseline_surface_metrics(r, labels["scar"], labels.get("wall"), labels.get("la", la),
-                                                         mesh=mesh, wall_band_mm=wall_mm, band_mm=band)
+                                                         wall_band_mm=wall_mm)
         out[name] = entry
     return out, results
 
@@ -284,8 +293,8 @@ def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
     baselines=[method])` or `with_baselines`). In the returned copy:
     - mesh: the `Scar` point array is the baseline's `point_scar`; `ScarProbability` stays the
       network's (a threshold has no probability; CONTRACTS section 5 needs both arrays);
-    - scar: the baseline's voxel scar: its `scar_mask` (otsu, gmm), or for surface methods (IIR,
-      mean + k SD, decided per mesh point) the wall-band voxels whose nearest mesh point is scar;
+    - scar: the baseline's voxel scar (`scar_mask`: for surface methods, IIR and mean + k SD,
+      decided per mesh point, the wall-band voxels whose nearest mesh point is scar);
     - scar_probability, la, wall: the network's;
     - report["scar"]: "method" and the baseline's burden, wall burden and stages; the network's
       numbers move to report["baselines"]["mtl-sesa"] (with its scar metrics, if any);
@@ -303,8 +312,11 @@ def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
     if r is None or method not in result.report.get("baselines", {}):
         raise InputError(f"the baseline {method!r} was not run for this result (computed: "
                          f"{', '.join(result.baselines) or 'none'}): run it with baselines=[{method!r}]")
+    if result.report["baselines"][method].get("la") == "manual":
+        raise InputError(f"the baseline {method!r} ran on the manual LA; only a baseline on the predicted LA can be "
+                         "shown on its surface")
     mesh = with_point_arrays(result.mesh, {"Scar": np.asarray(r.point_scar).astype(np.uint8)})
-    scar = r.scar_mask if r.scar_mask is not None else _nearest_point_scar(result.wall, r.points, r.point_scar)
+    scar = r.scar_mask
     burden = surface_burden_pct(mesh, "Scar")
 
     report = copy.deepcopy(result.report)
@@ -319,20 +331,6 @@ def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
     if "scar" in report.get("metrics", {}) and scored is not None:
         report["metrics"]["scar"] = {k: scored[k] for k in _SCAR_METRIC_KEYS if k in scored}
     return dataclasses.replace(result, scar=scar, mesh=mesh, report=report, baselines=dict(result.baselines))
-
-
-def _nearest_point_scar(wall: Volume, points: np.ndarray, point_scar: np.ndarray) -> Volume:
-    """Wall voxels whose nearest mesh point (LPS mm, k-d tree) is scar: a per-point decision as voxels."""
-    from scipy.spatial import cKDTree
-
-    band = np.asarray(wall.array).astype(bool)
-    out = np.zeros(band.shape, np.uint8)
-    scar = np.asarray(point_scar).astype(bool).reshape(-1)
-    idx = np.argwhere(band)  # z, y, x
-    if len(idx) and scar.any():
-        _, nearest = cKDTree(np.asarray(points, np.float64)).query(wall.geometry.index_to_physical(idx[:, ::-1]))
-        out[tuple(idx.T)] = scar[nearest]
-    return wall.with_array(out)
 
 
 # --------------------------------------------------------------------------------------- outputs

@@ -95,9 +95,16 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
     warnings: list[str] = []
     device = loaded.device
     window = inference_window(img.array.shape, int(card["divisor"]), MAX_WINDOW_VOXELS[device], patch)
+    done = [0.0]  # how far the CUDA pass got: a CPU retry goes on from there, the bar never runs back
+
+    def on_gpu(fraction: float, text: str) -> None:
+        done[0] = fraction
+        if progress is not None:
+            progress(fraction, text)
+
     try:
         probs = sliding_window(loaded.module, img.array, window, int(card["divisor"]), device=device,
-                               progress=progress, cancel=cancel)
+                               progress=on_gpu, cancel=cancel)
     except torch.cuda.OutOfMemoryError:
         if device == "cpu":
             raise
@@ -106,8 +113,9 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
         loaded.move_to("cpu")
         device = "cpu"
         window = inference_window(img.array.shape, int(card["divisor"]), MAX_WINDOW_VOXELS[device], patch)
+        retry = None if progress is None else (lambda f, text: progress(done[0] + (1.0 - done[0]) * f, text))
         probs = sliding_window(loaded.module, img.array, window, int(card["divisor"]), device="cpu",
-                               progress=progress, cancel=cancel)
+                               progress=retry, cancel=cancel)
     out = Prediction(device=device, warnings=warnings)
 
     def back(arr: np.ndarray) -> Volume:

@@ -117,17 +117,25 @@ def test_bad_inputs_exit_2_without_output(tmp_path: Path, phantom_files: dict[st
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_cancel_stops_quickly_and_writes_nothing(phantom_files: dict[str, Path]) -> None:
+@pytest.mark.parametrize("after_s", [0.2, 1.0, 2.0])
+def test_cancel_from_another_thread_stops_within_2_s(phantom_files: dict[str, Path], after_s: float) -> None:
+    """The cancel event set by a timer, as a GUI thread would, at moments that fall in different
+    stages (reading and resampling, the network's one window, after it): the run ends within 2 s."""
     cancel = threading.Event()
     set_at: list[float] = []
 
-    def progress(fraction: float, message: str) -> None:
-        if message.startswith("inference:") and not cancel.is_set():
-            cancel.set()
-            set_at.append(time.perf_counter())
+    def fire() -> None:
+        set_at.append(time.perf_counter())
+        cancel.set()
 
-    with pytest.raises(Cancelled):
-        segment(phantom_files["image"], progress=progress, cancel=cancel)
+    timer = threading.Timer(after_s, fire)
+    timer.start()
+    try:
+        with pytest.raises(Cancelled):
+            segment(phantom_files["image"], la_label=phantom_files["la"], scar_label=phantom_files["scar"],
+                    cancel=cancel, baselines=[])
+    finally:
+        timer.cancel()
     assert set_at and time.perf_counter() - set_at[0] < 2.0
 
 
@@ -159,6 +167,13 @@ def test_batch_finishes_what_it_can(tmp_path: Path, phantom_files: dict[str, Pat
     status = {r.split(",")[0]: r.split(",")[1] for r in rows[1:]}
     assert status == {"broken": "failed", "good": "done"}
     assert (out / "good" / "report.json").is_file() and not (out / "broken").exists()
+    # the summary is written after every case, so a batch killed half-way leaves one for what it finished
+    from LAScarSegLib.batch import run_batch
+
+    seen: list[int] = []
+    run_batch(folder, tmp_path / "again", log=lambda line: seen.append(
+        len((tmp_path / "again" / "summary.csv").read_text().splitlines()) - 1))
+    assert seen == [1, 2] and not [p for p in (tmp_path / "again").iterdir() if p.name.startswith(".")]
 
 
 def test_full_field_of_view_finds_the_la_by_coarse_localisation_then_a_fine_pass() -> None:
@@ -209,3 +224,24 @@ def test_metrics_in_the_box_equal_the_whole_grid() -> None:
     for part in ("la", "scar"):
         for key, value in whole[part].items():
             assert boxed[part][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (part, key)
+
+
+def test_baselines_on_the_manual_la(phantom_files: dict[str, Path]) -> None:
+    """The paper's LAM+Otsu / LAM+MGMM: baselines on the manual LA (its own surface), scored as the
+    network is; they are recorded as such and cannot be shown on the predicted LA's surface."""
+    from LAScarSegLib.errors import InputError
+    from LAScarSegLib.pipeline import with_baseline_scar
+
+    files = {k: str(v) for k, v in phantom_files.items()}
+    result = segment(files["image"], la_label=files["la"], scar_label=files["scar"], baselines=["gmm", "iir-1.20"],
+                     baselines_on="manual")
+    entries = result.report["baselines"]
+    assert {e["la"] for e in entries.values()} == {"manual"} and set(entries) == {"gmm", "iir-1.20"}
+    truth_la = read_image(phantom_files["la"]).array > 0
+    band = result.baselines["gmm"].wall_band.array.astype(bool)
+    assert not (band & truth_la).any()  # the wall band is the manual LA's (outside it), not the prediction's
+    assert entries["gmm"]["metrics"]["dice_scar"] > 0.8  # 0.91 here; 0.64 on the predicted LA
+    with pytest.raises(InputError, match="ran on the manual LA"):
+        with_baseline_scar(result, "gmm")
+    with pytest.raises(InputError, match="need a manual LA label"):
+        segment(files["image"], baselines=["gmm"], baselines_on="manual")

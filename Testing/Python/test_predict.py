@@ -105,6 +105,7 @@ def test_cuda_out_of_memory_falls_back_to_cpu(tiny_model: Path, monkeypatch: pyt
     def gpu_runs_out(*args, device="cpu", **kwargs):
         devices.append(device)
         if device == "cuda":
+            kwargs["progress"](0.4, "inference: window 2 of 5")  # part of the way, then out of memory
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(*args, device=device, **kwargs)
 
@@ -114,8 +115,11 @@ def test_cuda_out_of_memory_falls_back_to_cpu(tiny_model: Path, monkeypatch: pyt
     loaded.device = "cuda"
     geom = Geometry((24, 24, 16), (1.25, 1.25, 1.25), (0, 0, 0))
     img = Volume(np.random.default_rng(1).normal(size=geom.shape).astype(np.float32), geom)
-    pred = predict(loaded, img)
+    fractions: list[float] = []
+    pred = predict(loaded, img, progress=lambda f, text: fractions.append(f))
     assert devices == ["cuda", "cpu"] and pred.device == "cpu" and loaded.device == "cpu"
+    # the CPU retry goes on from where the CUDA pass got: the progress bar never runs back
+    assert fractions[0] == 0.4 and len(fractions) > 1 and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("out of memory" in w for w in pred.warnings)
     assert pred.la.geometry == geom
 
