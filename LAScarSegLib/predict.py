@@ -32,7 +32,14 @@ class LoadedModel:
 
     @property
     def heads(self) -> set[str]:
-        return set(self.card.get("architecture", {}).get("heads", ()))
+        """The model's outputs: the card's architecture, else the names its `outputs` words give
+        (CONTRACTS section 3: "la: ...", "scar: ...", or a dict keyed by output)."""
+        heads = self.card.get("architecture", {}).get("heads")
+        if heads:
+            return set(heads)
+        outputs = self.card.get("outputs", ())
+        names = outputs.keys() if isinstance(outputs, dict) else (str(w).split(":", 1)[0] for w in outputs)
+        return {n.strip() for n in names} & {"la", "scar"}
 
     def move_to(self, device: str) -> None:
         """Freeze again on `device`: a frozen module's weights are constants that .to() does not move."""
@@ -63,7 +70,33 @@ def load_for_inference(model: str | None = None, device: str = "auto") -> Loaded
 
     dev = pick_device(device)
     module, card, sha = load_model(model, map_location="cpu")
+    check_inference_card(card, str(model or "the registered default model"))
     return LoadedModel(freeze_for_inference(module, device=dev), card, sha, dev, source=module)
+
+
+def check_inference_card(card: dict[str, Any], where: str) -> None:
+    """The card values inference takes (CONTRACTS section 3: the card is authoritative), present and
+    sane; a `ModelError` naming each one that is not."""
+    from .image import NORMALISATIONS
+
+    def triple(v: Any, integer: bool) -> bool:
+        return (isinstance(v, (list, tuple)) and len(v) == 3
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+                        and (not integer or float(x).is_integer()) for x in v))
+
+    checks = {
+        "spacing_mm": lambda v: triple(v, False),
+        "patch_size": lambda v: triple(v, True),
+        "divisor": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "normalisation": lambda v: v in NORMALISATIONS,
+        "wall_band_mm": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+        "name": lambda v: isinstance(v, str) and bool(v),
+        "version": lambda v: isinstance(v, str) and bool(v),
+    }
+    bad = [f"{k} (missing)" if k not in card else f"{k} = {card[k]!r}" for k, ok in checks.items()
+           if k not in card or not ok(card[k])]
+    if bad:
+        raise ModelError(f"{where}: the model card lacks or has unusable values the pipeline needs: {', '.join(bad)}")
 
 
 def require_heads(loaded: LoadedModel, needed: set[str]) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from LAScarSegLib.errors import InputError, ModelError
 from LAScarSegLib.export import card_markdown, export_checkpoint, load_model, register
-from LAScarSegLib.image import Geometry, Volume
+from LAScarSegLib.image import Geometry, Volume, write_volume
 from LAScarSegLib.network import ModelConfig, build_model
 from LAScarSegLib.predict import (
     LoadedModel,
@@ -69,6 +69,28 @@ def test_predict_follows_the_card_and_returns_input_grid(tiny_model: Path) -> No
     only_la = LoadedModel(loaded.module, dict(loaded.card, architecture={"heads": ["la"]}), loaded.sha256, "cpu")
     with pytest.raises(ModelError, match=r"lacks the output\(s\) \['scar'\]"):
         require_heads(only_la, {"la", "scar"})
+    # a card without the (LAScarSeg-specific) architecture: the outputs it names are the heads
+    by_outputs = LoadedModel(loaded.module, {k: v for k, v in loaded.card.items() if k != "architecture"},
+                             loaded.sha256, "cpu")
+    assert by_outputs.heads == {"la", "scar"}
+
+
+def test_a_card_without_what_inference_needs_is_refused_clearly(tiny_model: Path, tmp_path: Path) -> None:
+    """CONTRACTS section 3: the card is authoritative, so a card that lacks a value the pipeline
+    takes from it is a ModelError naming that value (exit 2 from the command line), not a KeyError."""
+    from LAScarSegLib.cli import main
+    from LAScarSegLib.network import load_scripted, save_scripted
+
+    module, card = load_scripted(tiny_model)
+    bad = dict(card, divisor=0, normalisation="minmax")
+    del bad["spacing_mm"]
+    path = save_scripted(module, tmp_path / "badcard.pt", bad)
+    with pytest.raises(ModelError, match=r"spacing_mm \(missing\), divisor = 0, normalisation = 'minmax'"):
+        load_for_inference(str(path), "cpu")
+    image = tmp_path / "image.nii.gz"
+    write_volume(Volume(np.zeros((16, 16, 16), np.float32), Geometry((16, 16, 16), (1.0, 1.0, 1.0), (0, 0, 0))), image)
+    assert main(["segment", str(image), "--model", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 def test_la_mask_keeps_the_largest_component_and_scar_lies_in_the_band() -> None:
