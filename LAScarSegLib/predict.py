@@ -8,7 +8,7 @@ also when CUDA runs out of memory, and says so in the warnings.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -204,6 +204,11 @@ LOCALISE_MARGIN_MM = 20.0
 #: `predict_localised`: fine passes at most. A box around a candidate joined to a neighbouring pool
 #: can hold the LA apart from it, more certain, for a second pass to centre on.
 MAX_FINE_PASSES = 3
+#: When the largest component runs through the slab, the most certain other candidates (up to this
+#: many) each get a fine pass, and the one where the model finds the most confident LA wins. On
+#: full-field phantoms the coarse certainty alone picked a 47 mL piece (0.71) over the LA (0.63);
+#: in their boxes the model found 22 mL against 132 mL over probability 0.9.
+VERIFY_CANDIDATES = 3
 
 
 @dataclass
@@ -271,7 +276,11 @@ def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool 
         if d.best is None or k == MAX_FINE_PASSES:
             break
         step = 0.2 / MAX_FINE_PASSES
-        pred = _fine_pass(loaded, image, pred, d, progress=part(0.8 + k * step, 0.8 + (k + 1) * step), cancel=cancel)
+        round_progress = part(0.8 + k * step, 0.8 + (k + 1) * step)
+        if d.through[d.kept]:
+            pred = _verified_pass(loaded, image, pred, d, progress=round_progress, cancel=cancel)
+        else:
+            pred = _fine_pass(loaded, image, pred, d, progress=round_progress, cancel=cancel)[0]
     pred.warnings.append(_doubt_text(d))
     return pred
 
@@ -311,15 +320,43 @@ def localised(loaded: LoadedModel, image: Volume, pred: Prediction, *, margin_mm
     d = _doubt(pred.la)
     if d is None or d.best is None:
         return None
-    return _fine_pass(loaded, image, pred, d, margin_mm=margin_mm, progress=progress, cancel=cancel)
+    return _fine_pass(loaded, image, pred, d, margin_mm=margin_mm, progress=progress, cancel=cancel)[0]
+
+
+def _verified_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, *,
+                   progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction:
+    """A fine pass around each of the VERIFY_CANDIDATES most certain candidates; the one whose
+    largest LA component holds the most voxels over CONFIDENT_P (mL) is kept, and says so."""
+    ranked = sorted((i for i in range(len(d.ml)) if i != d.kept and d.ml[i] >= CANDIDATE_MIN_ML and not d.through[i]),
+                    key=lambda i: -d.certain[i])[:VERIFY_CANDIDATES]
+    tries = []
+    for j, i in enumerate(ranked):
+        sub = None if progress is None else (lambda f, text, j=j: progress((j + f) / len(ranked), text))
+        tries.append(_fine_pass(loaded, image, pred, replace(d, best=i), progress=sub, cancel=cancel))
+    best = max(range(len(tries)), key=lambda j: tries[j][1])
+    chosen = tries[best][0]
+    if len(tries) > 1:
+        chosen.warnings.append(
+            f"coarse localisation: {len(tries)} candidates checked ({', '.join(f'{d.ml[i]:.0f}' for i in ranked)} mL); "
+            f"in its box the model found the most confident LA around the {d.ml[ranked[best]]:.0f} mL one "
+            f"({', '.join(f'{t[1]:.0f}' for t in tries)} mL over probability {CONFIDENT_P})")
+    return chosen
 
 
 def _fine_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, *,
                margin_mm: float = LOCALISE_MARGIN_MM, progress: ProgressFn | None = None,
-               cancel: threading.Event | None = None) -> Prediction:
+               cancel: threading.Event | None = None) -> tuple[Prediction, float]:
+    """The fine pass around candidate `d.best`, and the mL over CONFIDENT_P of the largest LA
+    component it finds (in its box: labelling the whole grid costs 0.6 s on a whole chest)."""
     margin = [int(np.ceil(margin_mm / s)) for s in image.geometry.spacing_zyx]
     box = box_around(d.labels == d.best + 1, margin)
     fine = predict(loaded, crop(image, box), progress=progress, cancel=cancel)
+    confident_ml = 0.0
+    if fine.la is not None:
+        lab, n = ndimage.label(fine.la.array > 0.5, structure=np.ones((3, 3, 3), bool))
+        if n:
+            largest = lab == int(np.bincount(lab.ravel())[1:].argmax()) + 1
+            confident_ml = float((fine.la.array[largest] > CONFIDENT_P).sum()) * image.geometry.voxel_volume_mm3 / 1000.0
 
     def whole(part: Volume | None) -> Volume | None:
         if part is None:
@@ -330,9 +367,9 @@ def _fine_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, 
 
     why = "ran through the whole slab" if d.through[d.kept] else "was less certain than another"
     note = (f"coarse localisation: the largest LA candidate ({d.ml[d.kept]:.0f} mL) {why}, so the LA was "
-            f"segmented again in a box {margin_mm:.0f} mm around the most certain other one ({d.ml[d.best]:.0f} mL)")
+            f"segmented again in a box {margin_mm:.0f} mm around another candidate ({d.ml[d.best]:.0f} mL)")
     return Prediction(la=whole(fine.la), p_normal=whole(fine.p_normal), p_scar=whole(fine.p_scar),
-                      device=fine.device, warnings=[*pred.warnings, *fine.warnings, note])
+                      device=fine.device, warnings=[*pred.warnings, *fine.warnings, note]), confident_ml
 
 
 def scar_mask(pred: Prediction, la: Volume, wall_band_mm: float) -> tuple[Volume, Volume]:

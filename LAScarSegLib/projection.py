@@ -427,11 +427,10 @@ def project_on_mesh(mesh: Any, scar_mask: Volume, scar_prob: Volume,
     """
     pts, nrm = mesh_points_normals(mesh)
     prob = project(scar_prob, pts, nrm, band_mm, step_mm, order="linear", interpolation="linear")
-    pts_c, nrm_c = _check_points(pts, nrm)
-    flat, inside = _nearest_flat_index(scar_mask.geometry, pts_c, nrm_c, band_offsets(band_mm, step_mm, "linear"))
-    hit = _nearest_samples(np.asarray(scar_mask.array) != 0, flat, inside).any(axis=1)
+    mask = scar_mask.with_array((np.asarray(scar_mask.array) != 0).astype(np.uint8))
+    scar = project(mask, pts, nrm, band_mm, step_mm, order="linear", interpolation="nearest")
     return with_point_arrays(mesh, {"ScarProbability": prob.max_value.astype(np.float32),
-                                    "Scar": hit.astype(np.uint8)})
+                                    "Scar": scar.hit.astype(np.uint8)})
 
 
 def with_point_arrays(mesh: Any, arrays: dict[str, np.ndarray]) -> Any:
