@@ -17,7 +17,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import __version__
 from .errors import Cancelled, InputError
 from .export import INTENDED_USE
 from .image import Volume, label_onto_image_grid, read_image, read_label, write_volume
@@ -172,7 +171,6 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
         "la": {"volume_ml": round(la_ml, 2), "components_removed": removed},
         "scar": {"burden_surface_pct": round(burden, 2), "burden_wall_pct": round(wall_burden_pct(scar, wall), 2),
                  "utah_stage": utah_stage(burden), "decaaf_stage": decaaf_stage(burden)},
-        "software": {"lascarseg": __version__},
     }
 
     def measure():
@@ -190,6 +188,8 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
         on = (labels["la"], None) if baselines_on == "manual" else (la, mesh)  # None: run_baselines makes the mesh
         report["baselines"], found = st.run("metrics", lambda: _baselines(img, on[0], on[1], labels, baselines,
                                                                            wall_mm, band, baselines_on))
+        if baselines_on == "manual":
+            warnings.append("the baselines ran on the manual LA label and its own surface, not on the predicted LA")
     report["timings_s"] = dict(st.timings)
     return PipelineResult(img, la, wall, scar, scar_prob, mesh, report, labels, pred, dict(card), found)
 
@@ -242,7 +242,8 @@ def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods
     results = run_baselines(img, la, methods=list(methods) or None, wall_band_mm=wall_mm, band_mm=band, mesh=mesh)
     out = {}
     for name, r in results.items():
-        entry: dict[str, Any] = {"burden_surface_pct": round(float(r.burden_surface_pct), 2), "la": on}
+        r.info["la"] = on  # which LA it ran on (report.json's baseline entries have fixed keys)
+        entry: dict[str, Any] = {"burden_surface_pct": round(float(r.burden_surface_pct), 2)}
         if "scar" in labels:
             entry["metrics"] = baseline_surface_metrics(r, labels["scar"], labels.get("wall"), labels.get("la", la),
                                                          wall_band_mm=wall_mm)
@@ -312,7 +313,7 @@ def with_baseline_scar(result: PipelineResult, method: str) -> PipelineResult:
     if r is None or method not in result.report.get("baselines", {}):
         raise InputError(f"the baseline {method!r} was not run for this result (computed: "
                          f"{', '.join(result.baselines) or 'none'}): run it with baselines=[{method!r}]")
-    if result.report["baselines"][method].get("la") == "manual":
+    if r.info.get("la") == "manual":
         raise InputError(f"the baseline {method!r} ran on the manual LA; only a baseline on the predicted LA can be "
                          "shown on its surface")
     mesh = with_point_arrays(result.mesh, {"Scar": np.asarray(r.point_scar).astype(np.uint8)})

@@ -22,7 +22,7 @@ from LAScarSegLib.phantom import make_phantom
 from LAScarSegLib.pipeline import segment
 
 REPORT_KEYS = {"schema_version", "input", "model", "device", "intended_use", "warnings", "la", "scar", "metrics",
-               "timings_s", "software"}
+               "timings_s"}  # CONTRACTS section 5: exactly these (metrics with labels; baselines when asked)
 TIMING_KEYS = {"load", "inference", "postprocess", "surface", "projection", "metrics", "write", "total"}
 
 
@@ -238,7 +238,9 @@ def test_baselines_on_the_manual_la(phantom_files: dict[str, Path]) -> None:
     result = segment(files["image"], la_label=files["la"], scar_label=files["scar"], baselines=["gmm", "iir-1.20"],
                      baselines_on="manual")
     entries = result.report["baselines"]
-    assert {e["la"] for e in entries.values()} == {"manual"} and set(entries) == {"gmm", "iir-1.20"}
+    assert set(entries) == {"gmm", "iir-1.20"} and all(set(e) == {"burden_surface_pct", "metrics"} for e in entries.values())
+    assert {r.info["la"] for r in result.baselines.values()} == {"manual"}
+    assert any("baselines ran on the manual LA" in w for w in result.report["warnings"])
     truth_la = read_image(phantom_files["la"]).array > 0
     band = result.baselines["gmm"].wall_band.array.astype(bool)
     assert not (band & truth_la).any()  # the wall band is the manual LA's (outside it), not the prediction's
