@@ -53,6 +53,8 @@ from slicer.util import VTKObservationMixin
 MODULE_NAME = "LAScarSeg"
 MTL_SESA = "MTL-SESA"
 MIN_TORCH = (2, 9)  # CONTRACTS section 1
+DEVICES = ["auto", "cuda", "cpu"]
+_MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -60,8 +62,6 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     import re
 
     return tuple(int(p) for p in re.findall(r"\d+", version.split("+")[0])[:2])
-DEVICES = ["auto", "cuda", "cpu"]
-_MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 # --------------------------------------------------------------------------------- file layout
@@ -409,7 +409,6 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         try:
             pipelineResult = worker.result()
-            p = self._parameterNode
             # A baseline chosen as the method: the scene shows its scar, not the network's.
             result = self.logic.addResultToScene(self._workerInput, pipelineResult,
                                                  bandMm=self._workerBand, method=self._workerMethod)
@@ -476,9 +475,12 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def ensureTorch(self) -> bool:
         """Torch through the PyTorch extension, after the user's confirmation (never silently)."""
         if importlib.util.find_spec("torch") is not None:
-            from importlib.metadata import version  # not `import torch`: the worker runs it, not Slicer
+            from importlib.metadata import PackageNotFoundError, version  # not `import torch`: the worker runs it
 
-            have = version("torch")
+            try:
+                have = version("torch")
+            except PackageNotFoundError:  # importable without distribution metadata (a source tree): trust it
+                return True
             if _version_tuple(have) >= MIN_TORCH:
                 return True
             slicer.util.errorDisplay(

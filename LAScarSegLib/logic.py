@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -469,12 +470,11 @@ def requantified(result, la: Volume, band_mm: Sequence[float] = (-1.0, 3.0)):
 
 
 # ================================================================================ models, phantom
-def user_models_dir() -> "Path":
+def user_models_dir() -> Path:
     """`LAScarSeg/models` under the platform's user data folder (CONTRACTS section 4): models a
     user imports go here, never into the extension's folder (which may be read-only)."""
     import os
     import sys
-    from pathlib import Path
 
     if sys.platform.startswith("win"):
         base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
@@ -490,8 +490,6 @@ def import_model(path, folder=None) -> dict[str, Any]:
     folder's models.json (the bundled registry's format). Refuses a file that is not a
     LAScarSeg model. Returns the registry entry."""
     import shutil
-    from pathlib import Path
-
     from .errors import ModelError
     from .export import register
 
@@ -516,8 +514,6 @@ def available_models(folder=None) -> list[tuple[str, str | None]]:
     An imported model is given by its path after its SHA-256 was checked against the user
     registry here, so a replaced or corrupt file is refused before a run starts.
     """
-    from pathlib import Path
-
     from .export import read_registry
 
     out: list[tuple[str, str | None]] = []
@@ -536,8 +532,6 @@ def available_models(folder=None) -> list[tuple[str, str | None]]:
 
 def check_imported_model(path, folder=None) -> None:
     """Refuse an imported model whose SHA-256 differs from the one recorded when it was imported."""
-    from pathlib import Path
-
     from .errors import ModelError
     from .export import read_registry, sha256_of
 
@@ -742,7 +736,8 @@ class LAScarSegLogic:
                              f"than {inputVolume.GetName()!r} ({image.geometry.describe()})")
         scene = inputVolume.GetScene()
         old = self.findOutputs(inputVolume)
-        kept = keepSegmentation if keepSegmentation is not None and old.get("segmentation") is keepSegmentation else None
+        mine = keepSegmentation is not None and old.get("segmentation") is keepSegmentation
+        kept = keepSegmentation if mine else None
         before = _node_ids(scene)
         try:
             base = inputVolume.GetName() or "volume"

@@ -55,9 +55,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .distance import boundary_mask
 from .errors import InputError, ModelError
-from .image import Geometry, Volume
 from .variants import TERM_HEADS, Variant, get_variant
 
 #: Default thickness (mm) of the LA boundary shell M1/M2: |phi| <= 2 mm, i.e. the LA edge (the

@@ -103,7 +103,6 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     Labels may be files or Volumes; on another grid they are resampled with a warning.
     """
     from .datasets import scar_and_wall_from_values
-    from .distance import wall_band
     from .predict import la_mask, load_for_inference, predict_localised, require_heads, scar_mask
     from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
     from .quantify import decaaf_stage, geometry_warnings, la_volume_ml, utah_stage, wall_burden_pct

@@ -356,7 +356,8 @@ def _fine_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, 
         lab, n = ndimage.label(fine.la.array > 0.5, structure=np.ones((3, 3, 3), bool))
         if n:
             largest = lab == int(np.bincount(lab.ravel())[1:].argmax()) + 1
-            confident_ml = float((fine.la.array[largest] > CONFIDENT_P).sum()) * image.geometry.voxel_volume_mm3 / 1000.0
+            confident = int((fine.la.array[largest] > CONFIDENT_P).sum())
+            confident_ml = confident * image.geometry.voxel_volume_mm3 / 1000.0
 
     def whole(part: Volume | None) -> Volume | None:
         if part is None:
