@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -76,6 +76,40 @@ def gaussian_importance(window_zyx: Sequence[int], sigma_scale: float = 0.125) -
     return np.maximum(w, 1e-3).astype(np.float32)
 
 
+#: How often a running window looks at the cancel event (s).
+CANCEL_POLL_S = 0.05
+
+
+def _forward(predict: Callable, x, cancel: threading.Event | None):
+    """`predict(x)`, stoppable: with a cancel event the forward pass runs in a helper thread (torch
+    releases the GIL while it computes) and `Cancelled` is raised as soon as the event is set. One
+    window can take seconds on a CPU, the first call of a TorchScript module longer; the abandoned
+    pass finishes in the background and its result is dropped."""
+    import torch
+
+    if cancel is None:
+        return predict(x)
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():  # grad modes are per thread
+                box["out"] = predict(x)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+
+    # not a daemon: the interpreter waits for an abandoned pass at exit (killing it there aborts torch)
+    worker = threading.Thread(target=run, name="lascarseg-window")
+    worker.start()
+    while worker.is_alive():
+        worker.join(CANCEL_POLL_S)
+        if cancel.is_set() and worker.is_alive():
+            raise Cancelled("inference cancelled")
+    if "error" in box:
+        raise box["error"]
+    return box["out"]
+
+
 def sliding_window(
     predict: Callable,
     image: np.ndarray,
@@ -91,7 +125,7 @@ def sliding_window(
 
     `predict(x)` takes a float32 tensor [1, 1, z, y, x] and returns a dict of logits. The volume is
     padded (with its minimum) up to a window in each axis and to a multiple of `divisor`; the
-    padding is cut off again. `cancel` is checked between windows.
+    padding is cut off again. `cancel` is checked between windows and while one runs (`_forward`).
     """
     import torch
 
@@ -114,7 +148,7 @@ def sliding_window(
                 raise Cancelled("inference cancelled")
             sl = (slice(z0, z0 + window[0]), slice(y0, y0 + window[1]), slice(x0, x0 + window[2]))
             x = src[sl].to(device)[None, None]
-            out = predict(x)
+            out = _forward(predict, x, cancel)
             for key, logits in out.items():
                 prob = torch.sigmoid(logits[0].float())
                 if key not in sums:

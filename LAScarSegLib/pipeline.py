@@ -54,6 +54,12 @@ class _Stages:
         self.progress, self.cancel = progress, cancel
         self.timings: dict[str, float] = {}
         self._t0 = time.perf_counter()
+        self._done = 0.0  # the bar never runs back (the baselines re-enter the metrics stage)
+
+    def _report(self, fraction: float, text: str) -> None:
+        if self.progress:
+            self._done = max(self._done, fraction)
+            self.progress(self._done, text)
 
     def check(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -62,18 +68,16 @@ class _Stages:
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         self.check()
         lo, hi = _STAGES[name]
-        if self.progress:
-            self.progress(lo, name)
+        self._report(lo, name)
         t = time.perf_counter()
         out = fn()
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 3)
-        if self.progress:
-            self.progress(hi, name)
+        self._report(hi, name)
         return out
 
     def sub_progress(self, name: str) -> ProgressFn:
         lo, hi = _STAGES[name]
-        return lambda f, msg: self.progress(lo + (hi - lo) * f, f"{name}: {msg}") if self.progress else None
+        return lambda f, msg: self._report(lo + (hi - lo) * f, f"{name}: {msg}")
 
     def total(self) -> float:
         return round(time.perf_counter() - self._t0, 3)
@@ -125,6 +129,7 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
         for name, src in (("la", la_label), ("scar", scar_label)):
             if src is None:
                 continue
+            st.check()
             lab = _as_volume(src, read_label)
             lab, warn = label_onto_image_grid(lab, img.geometry, f"{name.upper()} label" if name == "la" else "scar label")
             if warn:
@@ -135,6 +140,7 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
                 labels["scar"], wall = scar_and_wall_from_values(lab)
                 if wall is not None:
                     labels["wall"] = wall
+        st.check()
         mdl = loaded or load_for_inference(model, device)
         require_heads(mdl, {"la", "scar"})
         return img, mdl
@@ -186,7 +192,7 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
             raise InputError("baselines on the manual LA need a manual LA label")
         on = (labels["la"], None) if baselines_on == "manual" else (la, mesh)  # None: run_baselines makes the mesh
         report["baselines"], found = st.run("metrics", lambda: _baselines(img, on[0], on[1], labels, baselines,
-                                                                           wall_mm, band, baselines_on))
+                                                                           wall_mm, band, baselines_on, st.check))
         if baselines_on == "manual":
             warnings.append("the baselines ran on the manual LA label and its own surface, not on the predicted LA")
     report["timings_s"] = dict(st.timings)
@@ -233,7 +239,8 @@ def measure_against_labels(la: Volume, scar: Volume, wall: Volume, labels: dict[
 
 
 def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods: Sequence[str], wall_mm: float,
-               band: tuple[float, float], on: str = "predicted") -> tuple[dict[str, Any], dict[str, Any]]:
+               band: tuple[float, float], on: str = "predicted",
+               check: Callable[[], None] = lambda: None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(report["baselines"] entries, {method: BaselineResult}) of the baselines on `la` and `mesh`
     (`on`: which LA that is, "predicted" or "manual", recorded in each entry)."""
     from .baselines import baseline_surface_metrics, run_baselines
@@ -241,6 +248,7 @@ def _baselines(img: Volume, la: Volume, mesh, labels: dict[str, Volume], methods
     results = run_baselines(img, la, methods=list(methods) or None, wall_band_mm=wall_mm, band_mm=band, mesh=mesh)
     out = {}
     for name, r in results.items():
+        check()  # scoring takes about 1 s per method: the cancel event is looked at between them
         r.info["la"] = on  # which LA it ran on (report.json's baseline entries have fixed keys)
         entry: dict[str, Any] = {"burden_surface_pct": round(float(r.burden_surface_pct), 2)}
         if "scar" in labels:

@@ -90,6 +90,31 @@ def test_cancel_stops_between_windows() -> None:
     assert len(calls) == 2
 
 
+def test_cancel_stops_a_window_that_is_still_running() -> None:
+    """One slow window (a first TorchScript call on a CPU can take seconds): the cancel event set
+    meanwhile ends the run at once; the caller does not wait for the window."""
+    import time
+
+    cancel = threading.Event()
+
+    def slow(x):
+        time.sleep(5.0)
+        return pointwise(x)
+
+    threading.Timer(0.3, cancel.set).start()
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        sliding_window(slow, np.zeros((16, 16, 16), np.float32), (16, 16, 16), divisor=8, cancel=cancel)
+    assert time.perf_counter() - t0 < 1.0
+    # an error inside the window still reaches the caller, with the cancel event in place
+
+    def broken(x):
+        raise ValueError("window failed")
+
+    with pytest.raises(ValueError, match="window failed"):
+        sliding_window(broken, np.zeros((16, 16, 16), np.float32), (16, 16, 16), divisor=8, cancel=threading.Event())
+
+
 def test_progress_reaches_one() -> None:
     seen = []
     sliding_window(pointwise, np.random.rand(20, 20, 20).astype(np.float32), (16, 16, 16), divisor=8,
