@@ -683,19 +683,17 @@ class LAScarSegLogic:
         node with the same segments, so Segment Editor keeps it selected: only its Scar segment is
         rewritten. A user's own segmentation given here is only read.
         """
-        from .image import resample_mask
+        from .image import label_onto_image_grid
 
         la = self.labelVolume(laSegmentation, inputVolume, LA_SEGMENT)
         if la is None:
             raise InputError("no LA segmentation given to re-quantify")
-        grid = result.pipelineResult.image.geometry if result.pipelineResult is not None else la.geometry
-        moved = not la.geometry.same_grid(grid)
-        if moved:  # edited on another geometry (Segment Editor's oversampling): onto the image grid
-            la = resample_mask(la, grid)
+        warning = None
+        if result.pipelineResult is not None:  # edited on another geometry (Segment Editor's oversampling)
+            la, warning = label_onto_image_grid(la, result.pipelineResult.image.geometry, "edited LA segment")
         new = requantified(result.pipelineResult, la, result.bandMm)
-        if moved:
-            new.report["warnings"].append(f"the edited LA segment was drawn on another grid and was resampled "
-                                          f"onto the image grid ({grid.describe()})")
+        if warning:
+            new.report["warnings"].append(warning)
         return self.addResultToScene(inputVolume, new, bandMm=result.bandMm, keepSegmentation=laSegmentation)
 
     # -------------------------------------------------------------------------------- scene
@@ -769,10 +767,7 @@ class LAScarSegLogic:
         node.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
         for segment_name, mask, color, terminology in ((LA_SEGMENT, result.la, LA_COLOR, LA_TERMINOLOGY),
                                                        (SCAR_SEGMENT, result.scar, SCAR_COLOR, SCAR_TERMINOLOGY)):
-            segment_id = node.AddSegmentFromBinaryLabelmapRepresentation(oriented_image(mask), segment_name, color)
-            if not segment_id:
-                raise RuntimeError(f"adding the segment {segment_name!r} failed")
-            node.GetSegmentation().GetSegment(segment_id).SetTerminology(terminology)
+            _add_segment(node, mask, segment_name, color, terminology)
         if not node.CreateClosedSurfaceRepresentation():
             raise RuntimeError("creating the closed surfaces of the segmentation failed")
         display = node.GetDisplayNode()
@@ -787,13 +782,9 @@ class LAScarSegLogic:
     def _setScarSegment(node, scar: Volume) -> None:
         """Rewrite the Scar segment of an output segmentation in place (same segment ID, so
         Segment Editor's selection stays); add it if the user deleted it."""
-        segmentation = node.GetSegmentation()
-        scar_id = segmentation.GetSegmentIdBySegmentName(SCAR_SEGMENT)
+        scar_id = node.GetSegmentation().GetSegmentIdBySegmentName(SCAR_SEGMENT)
         if not scar_id:
-            scar_id = node.AddSegmentFromBinaryLabelmapRepresentation(oriented_image(scar), SCAR_SEGMENT, SCAR_COLOR)
-            if not scar_id:
-                raise RuntimeError(f"adding the segment {SCAR_SEGMENT!r} failed")
-            segmentation.GetSegment(scar_id).SetTerminology(SCAR_TERMINOLOGY)
+            _add_segment(node, scar, SCAR_SEGMENT, SCAR_COLOR, SCAR_TERMINOLOGY)
         else:
             logic = slicer.vtkSlicerSegmentationsModuleLogic
             if not logic.SetBinaryLabelmapToSegment(oriented_image(scar), node, scar_id, logic.MODE_REPLACE):
@@ -856,6 +847,13 @@ class LAScarSegLogic:
             node.AddColumn(column)
         node.SetLocked(True)  # a record of the run; the user edits the segmentation, not this
         return node
+
+
+def _add_segment(node, mask: Volume, name: str, color, terminology: str) -> None:
+    segment_id = node.AddSegmentFromBinaryLabelmapRepresentation(oriented_image(mask), name, color)
+    if not segment_id:
+        raise RuntimeError(f"adding the segment {name!r} failed")
+    node.GetSegmentation().GetSegment(segment_id).SetTerminology(terminology)
 
 
 def _node_ids(scene) -> list[str]:

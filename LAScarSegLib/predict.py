@@ -199,7 +199,7 @@ def la_mask(prob: Volume, keep_largest: bool = True) -> tuple[Volume, int]:
 CANDIDATE_MIN_ML = 10.0
 CONFIDENT_P = 0.9
 CERTAINTY_MARGIN = 0.15
-#: `localised`: margin of the fine pass's box around the most certain component (mm).
+#: `_fine_pass`: margin of its box around the candidate (mm).
 LOCALISE_MARGIN_MM = 20.0
 #: `predict_localised`: fine passes at most. A box around a candidate joined to a neighbouring pool
 #: can hold the LA apart from it, more certain, for a second pass to centre on.
@@ -221,7 +221,8 @@ class _Doubt:
     certain: np.ndarray
     through: np.ndarray  # component present on the first and the last slice
     kept: int
-    best: int | None  # None: the kept one runs through the slab and there is no other candidate
+    candidates: list[int]  # the others of CANDIDATE_MIN_ML or more not through the slab, most certain first
+    best: int | None  # the candidate a fine pass centres on; None: the kept one runs through the slab, no other
 
 
 def _through_slab(labels: np.ndarray, n: int) -> np.ndarray:
@@ -250,10 +251,11 @@ def _doubt(prob: Volume) -> _Doubt | None:
     certain = np.bincount(labels.ravel(), weights=(prob.array > CONFIDENT_P).ravel(), minlength=n + 1)[1:] / counts
     through = _through_slab(labels, n)
     kept = int(ml.argmax())
-    others = [i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]]
-    best = max(others, key=lambda i: certain[i]) if others else None
+    candidates = sorted((i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]),
+                        key=lambda i: -certain[i])
+    best = candidates[0] if candidates else None
     if through[kept] or (best is not None and certain[best] >= certain[kept] + CERTAINTY_MARGIN):
-        return _Doubt(labels, ml, certain, through, kept, best)
+        return _Doubt(labels, ml, certain, through, kept, candidates, best)
     return None
 
 
@@ -310,25 +312,11 @@ def _doubt_text(d: _Doubt) -> str:
             "or crop the image around it")
 
 
-def localised(loaded: LoadedModel, image: Volume, pred: Prediction, *, margin_mm: float = LOCALISE_MARGIN_MM,
-              progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction | None:
-    """Coarse localisation, then a fine pass: when the largest LA component is in doubt (`_doubt`)
-    and there is a candidate preferred to it, run the model again on the box around that candidate
-    grown by `margin_mm`, as on the LA-centred crops it was trained on, and return that prediction
-    on the whole grid (0 outside the box). None when there is no such doubt or candidate.
-    """
-    d = _doubt(pred.la)
-    if d is None or d.best is None:
-        return None
-    return _fine_pass(loaded, image, pred, d, margin_mm=margin_mm, progress=progress, cancel=cancel)[0]
-
-
 def _verified_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, *,
                    progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> Prediction:
     """A fine pass around each of the VERIFY_CANDIDATES most certain candidates; the one whose
     largest LA component holds the most voxels over CONFIDENT_P (mL) is kept, and says so."""
-    ranked = sorted((i for i in range(len(d.ml)) if i != d.kept and d.ml[i] >= CANDIDATE_MIN_ML and not d.through[i]),
-                    key=lambda i: -d.certain[i])[:VERIFY_CANDIDATES]
+    ranked = d.candidates[:VERIFY_CANDIDATES]
     tries = []
     for j, i in enumerate(ranked):
         sub = None if progress is None else (lambda f, text, j=j: progress((j + f) / len(ranked), text))
