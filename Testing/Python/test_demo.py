@@ -23,6 +23,12 @@ def test_demo_writes_phantom_checks_and_preview(tmp_path: Path) -> None:
     # the bundled model ran the whole job on the phantom, scored against its truth
     seg = summary["segmentation"]
     assert seg["run"] and seg["report"]["metrics"]["la"]["dice"] > 0.8
+    # the truth is measured as the report measures the prediction, so the two sit side by side
+    truth, scar = seg["truth"], seg["report"]["scar"]
+    assert truth["burden_wall_pct"] == pytest.approx(summary["phantom"]["burden_pct"], abs=0.01)
+    assert 0 < truth["burden_surface_pct"] < 100 and truth["burden_surface_pct"] != truth["burden_wall_pct"]
+    assert abs(scar["burden_surface_pct"] - truth["burden_surface_pct"]) < 15
+    assert abs(seg["report"]["la"]["volume_ml"] - truth["la_volume_ml"]) < 0.15 * truth["la_volume_ml"]
     assert (out / "segmentation" / "report.json").is_file() and (out / "segmentation" / "snapshot.png").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
     # an output folder that holds results is refused (exit 2) and left as it was
