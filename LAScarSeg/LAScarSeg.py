@@ -28,8 +28,8 @@ PyTorch extension has installed torch (torch is installed through ``PyTorchUtils
 confirms, never during a self-test).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: parameterNodeWrapper resolves the parameter class's
+# annotations when the class is decorated, and real objects need no lookup through sys.modules.
 import importlib.util
 import logging
 import os
@@ -217,7 +217,9 @@ def registerSampleData() -> None:
         thumbnailFileName=resourcePath(f"Icons/{MODULE_NAME}.png"),
         customDownloader=lambda source=None: LAScarSegLogic().loadPhantom(),
     )
-    sources = slicer.modules.sampleDataSources.setdefault("Cardiac", [])
+    # sampleDataSourcesByCategory() creates the registry if the SampleData module has not yet
+    # (registerCustomSampleDataSource has no sampleDescription, so the source is appended here).
+    sources = SampleData.SampleDataLogic.sampleDataSourcesByCategory().setdefault("Cardiac", [])
     if not any(s.sampleName == source.sampleName for s in sources):
         sources.append(source)
 
@@ -309,7 +311,9 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        parameterNode = self.logic.getParameterNode()
+        resetStaleChoices(parameterNode)  # before connectGui, which refuses a value its combo box lacks
+        self.setParameterNode(parameterNode)
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first and first.GetClassName() == "vtkMRMLScalarVolumeNode":  # not a labelmap nor an RGB volume
@@ -465,11 +469,18 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                               _("TorchScript model (*.pt)"))
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
-            entry = self.logic.importModel(path)
-            self._fillModels()
-            self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.count - 1
-            self._setStatus(_("Imported model ") + f"{entry['name']} {entry['version']}")
+        from LAScarSegLib.errors import LAScarSegError
+
+        try:
+            with slicer.util.WaitCursor():
+                entry = self.logic.importModel(path)
+        except (LAScarSegError, OSError) as exc:  # a bad card, a wrong file, an unwritable folder
+            self._setStatus(_("The model could not be imported: ") + str(exc), error=True)
+            slicer.util.errorDisplay(_("The model could not be imported.") + "\n\n" + str(exc))
+            return
+        self._fillModels()
+        self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.count - 1
+        self._setStatus(_("Imported model ") + f"{entry['name']} {entry['version']}")
 
     # ------------------------------------------------------------------------- torch
     def ensureTorch(self) -> bool:
@@ -527,6 +538,19 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if layoutManager.threeDViewCount:
                 layoutManager.threeDWidget(0).threeDView().resetFocalPoint()
         self._checkCanApply()
+
+
+def resetStaleChoices(parameterNode) -> list[str]:
+    """Put a method or device that is no longer offered (a scene saved by another version) back to
+    its default; returns the names of the fields reset. Without this the panel cannot connect."""
+    reset = []
+    for field, choices, default in (("method", methodChoices(), MTL_SESA), ("device", DEVICES, "auto")):
+        if getattr(parameterNode, field) not in choices:
+            logging.warning("LAScarSeg: %s %r is not offered by this version; set to %r",
+                            field, getattr(parameterNode, field), default)
+            setattr(parameterNode, field, default)
+            reset.append(field)
+    return reset
 
 
 def vtkModifiedEvent() -> int:
@@ -594,7 +618,8 @@ class LAScarSegLogic(ScriptedLoadableModuleLogic, _libraryLogic()):
         from LAScarSegLib.logic import load_phantom
 
         nodes = load_phantom(slicer.mrmlScene, seed)
-        if getattr(slicer, "app", None) is not None:  # as Sample Data shows what it loads
+        app = getattr(slicer, "app", None)
+        if app is not None and app.layoutManager() is not None:  # as Sample Data shows what it loads
             slicer.util.setSliceViewerLayers(background=nodes["image"], fit=True)
         return nodes
 

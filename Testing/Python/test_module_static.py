@@ -28,9 +28,11 @@ EXPECTED_CLASSES = {
     "requantifyButton": "QPushButton", "resultsCollapsibleButton": "ctkCollapsibleButton",
     "advancedCollapsibleButton": "ctkCollapsibleButton",
 }
-#: Which widget class can show which parameter type (Slicer's parameterNodeWrapper connectors).
-CONNECTORS = {"node": {"qMRMLNodeComboBox"}, "str-choice": {"QComboBox", "ctkComboBox"},
-              "float": {"QDoubleSpinBox", "ctkDoubleSpinBox", "ctkSliderWidget"}, "bool": {"QCheckBox", "ctkCheckBox"}}
+#: Which widget class can show which parameter type: Slicer's parameterNodeWrapper connectors test the
+#: exact class (qt.QComboBox, not ctkComboBox; qt.QDoubleSpinBox or ctkSliderWidget, not
+#: ctkDoubleSpinBox; qt.QCheckBox), so a look-alike would fail in Slicer with "Unable to create GUI connector".
+CONNECTORS = {"node": {"qMRMLNodeComboBox"}, "str-choice": {"QComboBox"},
+              "float": {"QDoubleSpinBox", "ctkSliderWidget"}, "bool": {"QCheckBox"}}
 
 
 # ------------------------------------------------------------------------------------- parsing
@@ -169,7 +171,7 @@ spec.loader.exec_module(module)
 '''
 
 _IMPORT_PROBE = _STUBS + r'''
-import typing
+import types, typing
 from LAScarSegLib.logic import LAScarSegLogic as LibraryLogic
 from LAScarSegLib.baselines import method_names
 hints = typing.get_type_hints(module.LAScarSegParameterNode, include_extras=True)
@@ -186,6 +188,11 @@ report = {
     "defaults": {k: getattr(module.LAScarSegParameterNode, k, None) for k in ("method", "device", "bandStartMm",
                                                                               "bandEndMm", "keepLargest")},
 }
+# a scene saved by another version: a method and a device this one does not offer are reset
+stale = types.SimpleNamespace(method="iir-9.99", device="tpu")
+fresh = types.SimpleNamespace(method=method_choice[-1], device="cpu")
+report["stale_reset"] = [module.resetStaleChoices(stale), stale.method, stale.device]
+report["fresh_reset"] = [module.resetStaleChoices(fresh), fresh.method, fresh.device]
 print("REPORT " + json.dumps(report))
 '''
 
@@ -210,6 +217,8 @@ def test_module_imports_with_slicer_only_modules_stubbed() -> None:
     assert report["method_choices_ok"] and report["device_choices"] == ["auto", "cuda", "cpu"]
     assert report["defaults"] == {"method": "MTL-SESA", "device": "auto", "bandStartMm": -1.0, "bandEndMm": 3.0,
                                   "keepLargest": True}
+    assert report["stale_reset"] == [["method", "device"], "MTL-SESA", "auto"]
+    assert report["fresh_reset"] == [[], "gmm", "cpu"]
 
 
 # ------------------------------------------------------------------- the widget's run flow (Qt stubbed)
