@@ -274,8 +274,17 @@ def box_around(mask: np.ndarray, pad: int | Sequence[int] = 0) -> tuple[slice, s
 
 
 def crop(volume: Volume, box: tuple[slice, slice, slice]) -> Volume:
-    """The voxels of `box` ((z, y, x) slices) with their geometry: same spacing and direction, origin moved."""
+    """The voxels of `box` ((z, y, x) slices) with their geometry: same spacing and direction, origin moved.
+
+    Open or negative slice ends are read as numpy reads them; a step other than 1 is refused (it
+    would change the spacing) and so is an empty box.
+    """
     g = volume.geometry
+    if len(box) != 3:
+        raise InputError(f"a crop box has three (z, y, x) slices, got {len(box)}")
+    box = tuple(slice(*s.indices(n)) for s, n in zip(box, volume.array.shape))  # type: ignore[assignment]
+    if any(s.step != 1 for s in box) or any(s.stop <= s.start for s in box):
+        raise InputError(f"a crop box needs non-empty slices with step 1, got {box} for shape {volume.array.shape}")
     start_xyz = np.array([[box[2].start, box[1].start, box[0].start]], float)
     sub = np.ascontiguousarray(volume.array[box])
     geo = Geometry(size=(sub.shape[2], sub.shape[1], sub.shape[0]), spacing=g.spacing,

@@ -14,6 +14,7 @@ from LAScarSegLib.errors import InputError
 from LAScarSegLib.image import (
     Geometry,
     Volume,
+    crop,
     grid_for_spacing,
     label_onto_image_grid,
     read_image,
@@ -209,3 +210,21 @@ def test_phantom_la_with_thin_veins_survives_the_model_grid_roundtrip() -> None:
     v0, v2 = int(la.array.sum()), int(back.array.sum())
     assert abs(v2 - v0) / v0 < 0.02
     assert 2 * int((back.array & la.array).sum()) / (v0 + v2) > 0.98
+
+
+def test_crop_keeps_each_voxel_where_it_was_with_open_and_negative_ends() -> None:
+    """A voxel of the crop lies at the same physical point as that voxel of the whole volume,
+    whichever way the box is written; steps and empty boxes are refused."""
+    geom = oblique_geometry()
+    vol = Volume(np.arange(np.prod(geom.shape), dtype=np.float32).reshape(geom.shape), geom)
+    for box in ((slice(3, 20), slice(None), slice(5, None)), (slice(None, -4), slice(2, -2), slice(None))):
+        part = crop(vol, box)
+        z0, y0, x0 = (s.indices(n)[0] for s, n in zip(box, geom.shape))
+        assert np.all(np.isfinite(part.geometry.origin))
+        np.testing.assert_array_equal(part.array, vol.array[box])
+        corner = np.array([[2, 1, 3]], float)  # (x, y, z) inside the crop
+        np.testing.assert_allclose(part.geometry.index_to_physical(corner),
+                                   geom.index_to_physical(corner + [[x0, y0, z0]]), atol=1e-9)
+    for bad in ((slice(0, 10, 2), slice(None), slice(None)), (slice(5, 5), slice(None), slice(None))):
+        with pytest.raises(InputError, match="crop box"):
+            crop(vol, bad)
