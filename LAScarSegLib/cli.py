@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, add, run in _commands():
+    for _name, add, run in _commands():
         p = add(sub)
         p.set_defaults(_run=run)
     return parser

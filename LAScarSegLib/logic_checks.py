@@ -97,7 +97,7 @@ def check_table(result) -> None:
     rows = [tuple(table.GetCellText(r, c) for c in range(3)) for r in range(table.GetNumberOfRows())]
     leaves = flat_leaves(result.report)
     assert sorted(r[0] for r in rows) == sorted(leaves), (rows, leaves)
-    for metric, value, unit in rows:
+    for metric, value, _unit in rows:
         expected = leaves[metric]
         if isinstance(expected, float):
             assert float(value) == expected, (metric, value, expected)
