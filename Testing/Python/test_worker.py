@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,19 +28,46 @@ def phantom():
     return make_phantom(30_013)
 
 
-class RecordingLauncher:
-    """The real launcher, recording what it was asked to start (the launcher is injectable)."""
+#: In our virtual environment but not in Slicer's Python (which has numpy, SciPy, SimpleITK and VTK;
+#: torch comes from the PyTorch extension): the worker must run without them.
+NOT_IN_SLICER = ("edt", "matplotlib", "yaml", "tqdm", "monai", "medpy")
 
-    def __init__(self):
+
+def not_in_slicer_prelude(record: Path) -> str:
+    """Python code that makes importing NOT_IN_SLICER fail, and appends each refused name to `record`."""
+    return (
+        "import sys\n"
+        "class _NotInSlicer:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {NOT_IN_SLICER!r}:\n"
+        f"            with open({str(record)!r}, 'a') as f:\n"
+        "                f.write(name + '\\n')\n"
+        "            raise ImportError(name + ' is not in Slicer Python')\n"
+        "sys.meta_path.insert(0, _NotInSlicer())\n"
+    )
+
+
+class RecordingLauncher:
+    """The real launcher, recording what it was asked to start (the launcher is injectable); with
+    a `prelude`, that code runs in the worker before the worker's own."""
+
+    def __init__(self, prelude: str = ""):
         self.calls: list[tuple[list[str], dict]] = []
+        self.prelude = prelude
 
     def __call__(self, command, **kwargs):
         self.calls.append((list(command), kwargs))
+        if self.prelude:
+            python, flag, code, *rest = command
+            assert flag == "-c"
+            command = [python, flag, self.prelude + code, *rest]
         return default_launcher(command, **kwargs)
 
 
-def test_worker_runs_the_pipeline_in_another_process_and_hands_back_the_result(phantom, mrml) -> None:
-    launcher = RecordingLauncher()
+def test_worker_runs_the_pipeline_in_another_process_and_hands_back_the_result(phantom, mrml, tmp_path) -> None:
+    """... with only the packages Slicer's Python has: the training and bench extras are refused."""
+    refused = tmp_path / "refused.txt"
+    launcher = RecordingLauncher(prelude=not_in_slicer_prelude(refused))
     worker = Worker(WorkerRequest(phantom.image, la_label=phantom.la, model=MODEL, threads=2),
                     launcher=launcher).start()
     assert worker.process.pid != os.getpid() and worker.running()
@@ -59,6 +87,8 @@ def test_worker_runs_the_pipeline_in_another_process_and_hands_back_the_result(p
     assert result.mesh.GetPointData().GetArray("ScarProbability") is not None
     assert result.report["metrics"]["la"]["dice"] > 0.5 and result.prediction is not None
     assert not folder.exists()  # the hand-over folder is removed
+    # the run did reach for edt and went on with SciPy's distance transform instead
+    assert "edt" in refused.read_text().split()
     # The main thread puts it into the scene as the widget does.
     from LAScarSegLib import logic_checks
     from LAScarSegLib.logic import LAScarSegLogic, volume_to_node
