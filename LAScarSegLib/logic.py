@@ -867,11 +867,15 @@ def _node_ids(scene) -> list[str]:
     return [nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())]
 
 
+def subject_hierarchy(scene):
+    """The scene's subject hierarchy node, made if the scene has none (as after `scene.Clear()`
+    outside the application, whose subject hierarchy logic would make it again)."""
+    return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+
+
 def _place_beside(inputVolume, nodes: Iterable[Any]) -> None:
     """Put `nodes` in the subject hierarchy under the input volume's parent (its study)."""
-    sh = inputVolume.GetScene().GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
-    if sh is None:
-        return
+    sh = subject_hierarchy(inputVolume.GetScene())
     parent = sh.GetItemParent(sh.GetItemByDataNode(inputVolume)) if sh.GetItemByDataNode(inputVolume) else 0
     parent = parent or sh.GetSceneItemID()
     for node in nodes:

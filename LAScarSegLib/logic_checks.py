@@ -133,7 +133,7 @@ def run_phantom_case(logic, scene, *, seed: int = 0, model: str | None = None) -
     import time
 
     from .image import Geometry, resample
-    from .logic import labelmap_to_segmentation, volume_to_node
+    from .logic import labelmap_to_segmentation, subject_hierarchy, volume_to_node
     from .phantom import make_phantom
 
     ph = make_phantom(seed)
@@ -145,7 +145,7 @@ def run_phantom_case(logic, scene, *, seed: int = 0, model: str | None = None) -
                               scene=scene)
     scar_labelmap = volume_to_node(ph.scar, "manual scar", labelmap=True, scene=scene)
     scar_seg = labelmap_to_segmentation(scar_labelmap, closed_surface=False)
-    shn = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    shn = subject_hierarchy(scene)
     study = shn.CreateStudyItem(shn.CreateSubjectItem(shn.GetSceneItemID(), "patient"), "study")
     item = shn.GetItemByDataNode(image)  # the application makes items itself; plain MRML does not
     if item:
