@@ -478,7 +478,7 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setStatus(_("The model could not be imported: ") + str(exc), error=True)
             slicer.util.errorDisplay(_("The model could not be imported.") + "\n\n" + str(exc))
             return
-        self._fillModels()
+        self._fillModels()  # never raises: an unreadable user registry is logged and skipped
         self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.count - 1
         self._setStatus(_("Imported model ") + f"{entry['name']} {entry['version']}")
 

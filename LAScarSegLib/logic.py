@@ -20,6 +20,7 @@ Three parts:
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -525,7 +526,12 @@ def available_models(folder=None) -> list[tuple[str, str | None]]:
         out.append(("Bundled (not installed)", None))
     registry = Path(folder if folder is not None else user_models_dir()) / "models.json"
     if registry.is_file():
-        for m in read_registry(registry)["models"]:
+        try:
+            imported = read_registry(registry)["models"]
+        except Exception as exc:  # a damaged user registry must not take the module panel down with it
+            logging.getLogger(__name__).warning("imported models not listed: %s is unreadable (%s)", registry, exc)
+            imported = []
+        for m in imported:
             out.append((f"Imported: {m['name']} {m['version']}", str(registry.parent / m["file"])))
     return out
 
@@ -876,6 +882,8 @@ def subject_hierarchy(scene):
 def _place_beside(inputVolume, nodes: Iterable[Any]) -> None:
     """Put `nodes` in the subject hierarchy under the input volume's parent (its study)."""
     sh = subject_hierarchy(inputVolume.GetScene())
+    if sh is None:  # Slicer returns none while it cannot resolve several hierarchy nodes (batch import)
+        return
     parent = sh.GetItemParent(sh.GetItemByDataNode(inputVolume)) if sh.GetItemByDataNode(inputVolume) else 0
     parent = parent or sh.GetSceneItemID()
     for node in nodes:

@@ -301,14 +301,16 @@ def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
 
 
 def _doubt_text(d: _Doubt) -> str:
+    kept = (f"the kept LA component ({d.ml[d.kept]:.0f} mL, {d.certain[d.kept]:.0%} of it with LA probability over "
+            f"{CONFIDENT_P})")
+    if d.through[d.kept] and d.best is None:  # most often an image cropped in z to the LA's own slices
+        return (f"{kept} runs through the whole slab and there is no other candidate: expected when the image "
+                "is cropped to the LA's own slices; otherwise check that it is the LA")
     if not d.through[d.kept]:
         why = f"is less certain than another of {d.ml[d.best]:.0f} mL ({d.certain[d.best]:.0%})"
-    elif d.best is None:
-        why = "runs through the whole slab, which the LA does not, and there is no other candidate"
     else:
         why = "runs through the whole slab, which the LA does not"
-    return (f"the kept LA component ({d.ml[d.kept]:.0f} mL, {d.certain[d.kept]:.0%} of it with LA probability over "
-            f"{CONFIDENT_P}) {why}: the image may show other blood pools (a whole field of view); check the LA, "
+    return (f"{kept} {why}: the image may show other blood pools (a whole field of view); check the LA, "
             "or crop the image around it")
 
 

@@ -25,7 +25,8 @@ def test_demo_writes_phantom_checks_and_preview(tmp_path: Path) -> None:
     assert seg["run"] and seg["report"]["metrics"]["la"]["dice"] > 0.8
     # the truth is measured as the report measures the prediction, so the two sit side by side
     truth, scar = seg["truth"], seg["report"]["scar"]
-    assert truth["burden_wall_pct"] == pytest.approx(summary["phantom"]["burden_pct"], abs=0.01)
+    # over the model's 3 mm band, wider than the phantom's own wall, the same scar is a smaller share
+    assert 0 < truth["burden_wall_pct"] < summary["phantom"]["burden_pct"]
     assert 0 < truth["burden_surface_pct"] < 100 and truth["burden_surface_pct"] != truth["burden_wall_pct"]
     assert abs(scar["burden_surface_pct"] - truth["burden_surface_pct"]) < 15
     assert abs(seg["report"]["la"]["volume_ml"] - truth["la_volume_ml"]) < 0.15 * truth["la_volume_ml"]

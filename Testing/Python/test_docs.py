@@ -17,7 +17,7 @@ from LAScarSegLib.train_config import make_config
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "Resources" / "Models").glob("*.md"))]
 # a command in a code line or in backticks: "lascarseg" then anything up to a backtick or a comment
-COMMAND = re.compile(r"(?:^|[\s`/])lascarseg ([a-z][^`#\n]*)")
+COMMAND = re.compile(r"(?:(?:^|[\s`/])lascarseg|-m LAScarSegLib\.cli) ([a-z][^`#\n]*)")
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -47,4 +47,5 @@ def test_documented_command_parses(doc: str, words: str) -> None:
     except SystemExit as exc:
         pytest.fail(f"{doc}: `lascarseg {words}` does not parse (exit {exc.code}): {err.getvalue().strip()}")
     if args.command == "train":  # its KEY=VALUE overrides must name config fields with usable values
-        make_config(args.recipe, None, list(args.overrides))
+        overrides = list(args.overrides) + ([f"variant={args.variant}"] if args.variant else [])
+        make_config(args.recipe, None, overrides)

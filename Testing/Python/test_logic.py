@@ -489,7 +489,7 @@ def _visible_scar_fraction(model, eye, cell_mm: float = 1.0, depth_tol_mm: float
 
 
 # ------------------------------------------------------------------------- models, phantom, text
-def test_imported_models_are_copied_with_their_sha256_and_checked(tmp_path) -> None:
+def test_imported_models_are_copied_with_their_sha256_and_checked(tmp_path, caplog) -> None:
     from LAScarSegLib.export import resolve_model
     from LAScarSegLib.logic import available_models, check_imported_model, import_model
 
@@ -513,6 +513,11 @@ def test_imported_models_are_copied_with_their_sha256_and_checked(tmp_path) -> N
     assert not (folder / "junk.pt").exists()  # nothing half-imported stays behind
     with pytest.raises(InputError, match="does not exist"):
         import_model(tmp_path / "missing.pt", folder)
+    # a damaged user registry leaves the bundled model listed, and says why in the log
+    (folder / "models.json").write_text("{not json")
+    with caplog.at_level("WARNING", logger="LAScarSegLib.logic"):
+        listed = available_models(folder)
+    assert [m for _, m in listed] == [None] and "unreadable" in caplog.text
 
 
 def test_phantom_sample_data_loads_as_nodes(mrml) -> None:

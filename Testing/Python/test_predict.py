@@ -181,7 +181,8 @@ def test_component_through_the_whole_slab_is_no_la_candidate() -> None:
     # alone, it is still no LA: said so, though there is nothing else to prefer
     alone = np.zeros_like(prob)
     alone[:, 5:25, 5:25] = 0.99
-    assert "there is no other candidate" in component_warning(Volume(alone, geo, "prob"))
+    alone_warning = component_warning(Volume(alone, geo, "prob"))
+    assert "there is no other candidate" in alone_warning and "cropped to the LA's own slices" in alone_warning
     # the same vessel stopping one slice short is an ordinary component, largest and most certain: kept
     prob[-1] = 0.0
     assert component_warning(Volume(prob, geo, "prob")) is None
