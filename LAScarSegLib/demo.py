@@ -112,7 +112,9 @@ def segment_phantom(ph, out: Path, log: Callable[[str], None]) -> dict[str, Any]
         return {"run": False, "why": f"no usable registered model: {exc}"}
     write_outputs(result, out)
     r = result.report
-    truth = truth_burdens(ph, float(result.card["wall_band_mm"]))
+    from .evaluate import phantom_true_burdens
+
+    truth = phantom_true_burdens(ph, float(result.card["wall_band_mm"]))
     log(f"segmentation with {r['model']['name']} {r['model']['version']}: LA {r['la']['volume_ml']} mL "
         f"(truth {truth['la_volume_ml']:.1f}); scar burden {r['scar']['burden_surface_pct']:.1f} % of the LA "
         f"surface (truth {truth['burden_surface_pct']:.1f}), {r['scar']['burden_wall_pct']:.1f} % of the wall "
@@ -120,25 +122,6 @@ def segment_phantom(ph, out: Path, log: Callable[[str], None]) -> dict[str, Any]
         f"LA Dice {r['metrics']['la']['dice']:.3f}, surface Dice_scar {r['metrics']['scar']['dice_scar']:.3f}, "
         f"GDice {r['metrics']['scar']['gdice']:.3f}; {r['timings_s']['total']:.1f} s")
     return {"run": True, "folder": out.name, "report": r, "truth": truth}
-
-
-def truth_burdens(ph, wall_band_mm: float) -> dict[str, float]:
-    """The phantom's true LA volume and scar burdens, measured as the report measures the prediction.
-
-    The surface burden projects the true scar onto the true LA's surface with the product's band,
-    beside report["scar"]["burden_surface_pct"]; the wall burden is true scar voxels over the
-    model's wall band (`wall_band_mm`, from its card) around the true LA, beside
-    report["scar"]["burden_wall_pct"]. (The phantom's own voxel burden, scar over its thinner true
-    wall, is ph.info["burden_pct"].)
-    """
-    from .distance import wall_band
-    from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
-    from .quantify import la_volume_ml, wall_burden_pct
-
-    scar_prob = ph.scar.with_array((ph.scar.array != 0).astype(np.float32))
-    mesh = project_on_mesh(la_surface_mesh(ph.la), ph.scar, scar_prob)
-    return {"la_volume_ml": round(la_volume_ml(ph.la), 2), "burden_surface_pct": round(surface_burden_pct(mesh), 2),
-            "burden_wall_pct": round(wall_burden_pct(ph.scar, wall_band(ph.la, wall_band_mm)), 2)}
 
 
 def preview_png(ph, path: Path) -> None:

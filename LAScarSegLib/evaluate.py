@@ -60,11 +60,33 @@ def evaluate_real(loaded: LoadedModel, root: str, ids: Sequence[str] | None, log
             "summary": _summary(rows, keys), "cases": rows}
 
 
+def phantom_true_burdens(ph, wall_band_mm: float) -> dict[str, float]:
+    """The phantom's true LA volume and scar burdens, measured as the report measures the prediction.
+
+    The surface burden projects the true scar onto the true LA's surface with the product's band,
+    beside report["scar"]["burden_surface_pct"]; the wall burden is true scar voxels over the
+    model's wall band (`wall_band_mm`, from its card) around the true LA, beside
+    report["scar"]["burden_wall_pct"]. (The phantom's own voxel burden, scar over its thinner true
+    wall, is ph.info["burden_pct"].)
+    """
+    from .distance import wall_band
+    from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
+    from .quantify import la_volume_ml, wall_burden_pct
+
+    scar_prob = ph.scar.with_array((ph.scar.array != 0).astype(np.float32))
+    mesh = project_on_mesh(la_surface_mesh(ph.la), ph.scar, scar_prob)
+    return {"la_volume_ml": round(la_volume_ml(ph.la), 2), "burden_surface_pct": round(surface_burden_pct(mesh), 2),
+            "burden_wall_pct": round(wall_burden_pct(ph.scar, wall_band(ph.la, wall_band_mm)), 2)}
+
+
 def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_fov: bool = False) -> dict[str, Any]:
-    """LA and surface scar metrics on fresh phantoms; `full_fov`: whole chests with the LA off centre
+    """LA and surface scar metrics on fresh phantoms, and the scar burdens' errors against the truth
+    measured the same way (`phantom_true_burdens`); `full_fov`: whole chests with the LA off centre
     (the LA must be found among the other blood pools, as in a scan that is not cropped)."""
     from .metrics import la_metrics, scar_surface_metrics
     from .phantom import make_phantom
+    from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
+    from .quantify import wall_burden_pct
 
     rows = []
     for seed in seeds:
@@ -79,13 +101,24 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
         row: dict[str, Any] = {"seed": seed, "la_found": True,
                                **{f"la_{k}": v for k, v in la_metrics(mask, ph.la).items()}}
         if pred.p_scar is not None:
-            scar, band = scar_mask(pred, mask, float(loaded.card["wall_band_mm"]))
+            wall_mm = float(loaded.card["wall_band_mm"])
+            scar, band = scar_mask(pred, mask, wall_mm)
             row.update(scar_surface_metrics(scar, ph.scar, ph.wall, ph.la, pred_wall=band))
             row["true_burden_pct"] = ph.info.get("burden_pct")
+            # the burdens as report.json gives them (the surface one needs only the Scar array)
+            mesh = project_on_mesh(la_surface_mesh(mask), scar, scar.with_array(scar.array.astype(np.float32)))
+            truth = phantom_true_burdens(ph, wall_mm)
+            for kind, predicted in (("surface", surface_burden_pct(mesh)), ("wall", wall_burden_pct(scar, band))):
+                row[f"burden_{kind}_pct"] = round(predicted, 2)
+                row[f"true_burden_{kind}_pct"] = truth[f"burden_{kind}_pct"]
+                row[f"burden_{kind}_error"] = round(predicted - truth[f"burden_{kind}_pct"], 2)
         rows.append(row)
         log(f"  phantom {seed}: LA Dice {row['la_dice']:.4f}" +
-            (f"  surface Dice_scar {row['dice_scar']:.4f}  GDice {row['gdice']:.4f}" if "dice_scar" in row else ""))
-    keys = ["la_dice", "la_hd95_mm", "accuracy", "dice_scar", "dice_normal", "gdice"]
+            (f"  surface Dice_scar {row['dice_scar']:.4f}  GDice {row['gdice']:.4f}  burden error surface "
+             f"{row['burden_surface_error']:+.1f} / wall {row['burden_wall_error']:+.1f} points"
+             if "dice_scar" in row else ""))
+    keys = ["la_dice", "la_hd95_mm", "accuracy", "dice_scar", "dice_normal", "gdice", "burden_surface_error",
+            "burden_wall_error"]
     what = "full-field-of-view (640x640x88, LA off centre) " if full_fov else ""
     return {"source": f"fresh {what}synthetic LGE phantoms (never seen in training)", "seeds": list(seeds),
             "n": len(rows), "la_not_found": sum(not r["la_found"] for r in rows),

@@ -45,6 +45,24 @@ def segmented(phantom_files: dict[str, Path], tmp_path_factory: pytest.TempPathF
     return out
 
 
+def test_evaluation_scores_the_burdens_that_report_json_gives(segmented: Path) -> None:
+    """`lascarseg evaluate` scores the product's own burdens (those of report.json for the same
+    phantom) against the truth measured the same way."""
+    from LAScarSegLib.evaluate import evaluate_phantoms, phantom_true_burdens
+    from LAScarSegLib.predict import load_for_inference
+
+    loaded = load_for_inference(None, "cpu")
+    row = evaluate_phantoms(loaded, [30_007], lambda _: None)["cases"][0]
+    report = json.loads((segmented / "report.json").read_text())
+    truth = phantom_true_burdens(make_phantom(30_007), float(loaded.card["wall_band_mm"]))
+    for kind in ("surface", "wall"):
+        assert row[f"burden_{kind}_pct"] == pytest.approx(report["scar"][f"burden_{kind}_pct"], abs=0.01)
+        assert row[f"true_burden_{kind}_pct"] == truth[f"burden_{kind}_pct"]
+        assert row[f"burden_{kind}_error"] == pytest.approx(row[f"burden_{kind}_pct"] - truth[f"burden_{kind}_pct"],
+                                                            abs=0.011)
+    assert 0 < truth["burden_wall_pct"] < truth["burden_surface_pct"] < 100  # a 3 mm band holds more than the scar
+
+
 def test_outputs_and_report(segmented: Path, phantom_files: dict[str, Path]) -> None:
     assert sorted(p.name for p in segmented.iterdir()) == sorted(
         ["la_mask.nii.gz", "scar_probability.nii.gz", "scar_mask.nii.gz", "la_surface.vtp", "report.json", "snapshot.png"])
