@@ -86,7 +86,7 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
     from .metrics import la_metrics, scar_surface_metrics
     from .phantom import make_phantom
     from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
-    from .quantify import wall_burden_pct
+    from .quantify import utah_stage, wall_burden_pct
 
     rows = []
     for seed in seeds:
@@ -112,13 +112,18 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
                 row[f"burden_{kind}_pct"] = round(predicted, 2)
                 row[f"true_burden_{kind}_pct"] = truth[f"burden_{kind}_pct"]
                 row[f"burden_{kind}_error"] = round(predicted - truth[f"burden_{kind}_pct"], 2)
+            # the stage report.json gives (from the surface burden) against the truth's
+            row["utah_stage"], row["true_utah_stage"] = (utah_stage(row["burden_surface_pct"]),
+                                                         utah_stage(row["true_burden_surface_pct"]))
+            row["utah_stage_agrees"] = float(row["utah_stage"] == row["true_utah_stage"])
         rows.append(row)
         log(f"  phantom {seed}: LA Dice {row['la_dice']:.4f}" +
             (f"  surface Dice_scar {row['dice_scar']:.4f}  GDice {row['gdice']:.4f}  burden error surface "
-             f"{row['burden_surface_error']:+.1f} / wall {row['burden_wall_error']:+.1f} points"
+             f"{row['burden_surface_error']:+.1f} / wall {row['burden_wall_error']:+.1f} points, Utah "
+             f"{row['utah_stage']} (truth {row['true_utah_stage']})"
              if "dice_scar" in row else ""))
     keys = ["la_dice", "la_hd95_mm", "accuracy", "dice_scar", "dice_normal", "gdice", "burden_surface_error",
-            "burden_wall_error"]
+            "burden_wall_error", "utah_stage_agrees"]
     what = "full-field-of-view (640x640x88, LA off centre) " if full_fov else ""
     return {"source": f"fresh {what}synthetic LGE phantoms (never seen in training)", "seeds": list(seeds),
             "n": len(rows), "la_not_found": sum(not r["la_found"] for r in rows),

@@ -61,6 +61,8 @@ def test_evaluation_scores_the_burdens_that_report_json_gives(segmented: Path) -
         assert row[f"burden_{kind}_error"] == pytest.approx(row[f"burden_{kind}_pct"] - truth[f"burden_{kind}_pct"],
                                                             abs=0.011)
     assert 0 < truth["burden_wall_pct"] < truth["burden_surface_pct"] < 100  # a 3 mm band holds more than the scar
+    assert row["utah_stage"] == report["scar"]["utah_stage"]
+    assert row["utah_stage_agrees"] == float(row["utah_stage"] == row["true_utah_stage"])
 
 
 def test_outputs_and_report(segmented: Path, phantom_files: dict[str, Path]) -> None:
