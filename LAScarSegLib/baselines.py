@@ -379,12 +379,12 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
     ks = list(_check_positive(sd_k, "SD multipliers k"))
     asked = [] if methods is None else [str(m).strip() for m in methods]
     for i, name in enumerate(asked):  # other thresholds by name: iir-1.32, mean+2.8sd
-        if (m := _IIR_NAME.fullmatch(name)) and float(m.group(1)) > 0:
-            iir_t += [float(m.group(1))] if _iir_name(float(m.group(1))) not in method_names(iir_t, ()) else []
-            asked[i] = _iir_name(float(m.group(1)))
-        elif (m := _SD_NAME.fullmatch(name)) and float(m.group(1)) > 0:
-            ks += [float(m.group(1))] if _sd_name(float(m.group(1))) not in method_names((), ks) else []
-            asked[i] = _sd_name(float(m.group(1)))
+        for pattern, values, canonical in ((_IIR_NAME, iir_t, _iir_name), (_SD_NAME, ks, _sd_name)):
+            m = pattern.fullmatch(name)
+            if m and float(m.group(1)) > 0:
+                asked[i] = canonical(float(m.group(1)))
+                if asked[i] not in map(canonical, values):
+                    values.append(float(m.group(1)))
     known = method_names(iir_t, ks)
     asked = list(known) if methods is None else asked
     unknown = [m for m in asked if m not in known]

@@ -18,6 +18,7 @@ import numpy as np
 
 from .datasets import open_dataset
 from .errors import NoLAFound
+from .image import Volume
 from .predict import LoadedModel, la_mask, predict_localised, scar_mask
 
 Log = Callable[[str], None]
@@ -70,13 +71,22 @@ def phantom_true_burdens(ph, wall_band_mm: float) -> dict[str, float]:
     wall, is ph.info["burden_pct"].)
     """
     from .distance import wall_band
-    from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
-    from .quantify import la_volume_ml, wall_burden_pct
+    from .quantify import la_volume_ml
 
-    scar_prob = ph.scar.with_array((ph.scar.array != 0).astype(np.float32))
-    mesh = project_on_mesh(la_surface_mesh(ph.la), ph.scar, scar_prob)
-    return {"la_volume_ml": round(la_volume_ml(ph.la), 2), "burden_surface_pct": round(surface_burden_pct(mesh), 2),
-            "burden_wall_pct": round(wall_burden_pct(ph.scar, wall_band(ph.la, wall_band_mm)), 2)}
+    return {"la_volume_ml": round(la_volume_ml(ph.la), 2), **burdens(ph.la, ph.scar, wall_band(ph.la, wall_band_mm))}
+
+
+def burdens(la: Volume, scar: Volume, wall: Volume) -> dict[str, float]:
+    """report["scar"]'s two burdens of an LA and its scar mask: % of the LA's surface whose band
+    (the product's) meets scar, and % of `wall` voxels that are scar. The prediction and the truth
+    go through this one function, so they are measured the same way."""
+    from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
+    from .quantify import wall_burden_pct
+
+    scar_as_prob = scar.with_array((scar.array != 0).astype(np.float32))  # the Scar array needs no probability
+    mesh = project_on_mesh(la_surface_mesh(la), scar, scar_as_prob)
+    return {"burden_surface_pct": round(surface_burden_pct(mesh), 2),
+            "burden_wall_pct": round(wall_burden_pct(scar, wall), 2)}
 
 
 def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_fov: bool = False) -> dict[str, Any]:
@@ -85,8 +95,7 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
     (the LA must be found among the other blood pools, as in a scan that is not cropped)."""
     from .metrics import la_metrics, scar_surface_metrics
     from .phantom import make_phantom
-    from .projection import la_surface_mesh, project_on_mesh, surface_burden_pct
-    from .quantify import utah_stage, wall_burden_pct
+    from .quantify import utah_stage
 
     rows = []
     for seed in seeds:
@@ -105,13 +114,12 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
             scar, band = scar_mask(pred, mask, wall_mm)
             row.update(scar_surface_metrics(scar, ph.scar, ph.wall, ph.la, pred_wall=band))
             row["true_burden_pct"] = ph.info.get("burden_pct")
-            # the burdens as report.json gives them (the surface one needs only the Scar array)
-            mesh = project_on_mesh(la_surface_mesh(mask), scar, scar.with_array(scar.array.astype(np.float32)))
-            truth = phantom_true_burdens(ph, wall_mm)
-            for kind, predicted in (("surface", surface_burden_pct(mesh)), ("wall", wall_burden_pct(scar, band))):
-                row[f"burden_{kind}_pct"] = round(predicted, 2)
-                row[f"true_burden_{kind}_pct"] = truth[f"burden_{kind}_pct"]
-                row[f"burden_{kind}_error"] = round(predicted - truth[f"burden_{kind}_pct"], 2)
+            # the burdens as report.json gives them, against the truth measured the same way
+            predicted, truth = burdens(mask, scar, band), phantom_true_burdens(ph, wall_mm)
+            for kind in ("surface", "wall"):
+                key = f"burden_{kind}_pct"
+                row[key], row[f"true_{key}"] = predicted[key], truth[key]
+                row[f"burden_{kind}_error"] = round(predicted[key] - truth[key], 2)
             # the stage report.json gives (from the surface burden) against the truth's
             row["utah_stage"], row["true_utah_stage"] = (utah_stage(row["burden_surface_pct"]),
                                                          utah_stage(row["true_burden_surface_pct"]))

@@ -168,6 +168,16 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
 MIN_LA_ML = 1.0
 
 
+def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The largest 26-connected component of a boolean `mask`, and how many components it has."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return mask, n
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(sizes.argmax()), n
+
+
 def la_mask(prob: Volume, keep_largest: bool = True) -> tuple[Volume, int]:
     """LA mask = probability > 0.5; with `keep_largest` only the largest 26-connected component stays.
 
@@ -176,12 +186,8 @@ def la_mask(prob: Volume, keep_largest: bool = True) -> tuple[Volume, int]:
     mask = prob.array > 0.5
     removed = 0
     if keep_largest and mask.any():
-        labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-        if n > 1:
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            mask = labels == int(sizes.argmax())
-            removed = n - 1
+        mask, n = _largest_component(mask)
+        removed = n - 1
     if not mask.any():
         raise NoLAFound(f"{prob.source or 'image'}: no left atrium found (no voxel with LA probability > 0.5)")
     ml = float(mask.sum()) * prob.geometry.voxel_volume_mm3 / 1000.0
@@ -343,9 +349,8 @@ def _fine_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, 
     fine = predict(loaded, crop(image, box), progress=progress, cancel=cancel)
     confident_ml = 0.0
     if fine.la is not None:
-        lab, n = ndimage.label(fine.la.array > 0.5, structure=np.ones((3, 3, 3), bool))
+        largest, n = _largest_component(fine.la.array > 0.5)
         if n:
-            largest = lab == int(np.bincount(lab.ravel())[1:].argmax()) + 1
             confident = int((fine.la.array[largest] > CONFIDENT_P).sum())
             confident_ml = confident * image.geometry.voxel_volume_mm3 / 1000.0
 
