@@ -1,0 +1,268 @@
+"""The `lascarseg` command line: a thin layer over the library.
+
+Exit codes (CONTRACTS section 8): 0 done, 1 the job failed, 2 bad usage or input.
+Each subcommand lives in the module that does the work and registers itself here through
+`add_parser(subparsers)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from .. import __version__
+from ..core.errors import InputError, LAScarSegError, ModelError
+from ..core.outputs import write_json
+from ..core.threads import set_threads
+from ..model.card import card_markdown
+from ..model.network import load_scripted
+from ..model.registry import register
+from ..model.variants import variant_names
+from ..synth.seeds import TEST_FULL_FOV_SEED0, TEST_PHANTOM_SEED0
+from ..train.checkpoints import load_checkpoint
+from ..train.export import describe_run, export_checkpoint
+from ..train.train_config import RECIPES, departures, make_config
+from ..train.trainer import train
+from . import bench, demo, phantom_command
+from .batch import run_batch
+from .evaluate import ids_from_split, run_evaluation
+from .pipeline import run_segment
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads to use (default: all)")
+
+
+# ------------------------------------------------------------------------------------ train
+def _add_train(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train or fine-tune a network (MTL-SESA or an ablation variant)",
+                       description="Train a variant of the paper's Tables 1-2 with a named recipe. Values come "
+                       "from the recipe, then --config, then KEY=VALUE overrides (JSON values). "
+                       f"Variants: {', '.join(variant_names())}. Recipes: {', '.join(RECIPES)}. "
+                       "Several processes: torchrun --nproc_per_node=N -m LAScarSegLib.cli train ...")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, curves.png)")
+    p.add_argument("--recipe", default="cpu-default", choices=RECIPES)
+    p.add_argument("--variant", default=None, help="network variant (default mtl-sesa)")
+    p.add_argument("--config", default=None, help="YAML or JSON config file")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--init-from", default=None, help="fine-tune from a checkpoint or an exported .pt model")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    add_threads_option(p)
+    return p
+
+
+def _run_train(args) -> int:
+    import json
+
+
+    overrides = list(args.overrides)
+    if args.variant:
+        overrides.append(f"variant={args.variant}")
+    if args.threads:
+        overrides.append(f"threads={args.threads}")
+    cfg = make_config(args.recipe, args.config, overrides)
+    if args.print_config:
+        print(json.dumps({**cfg.as_dict(), "departures_from_paper": departures(cfg.recipe)}, indent=2, default=str))
+        return EXIT_OK
+    summary = train(cfg, args.out, resume=args.resume, init_from=args.init_from)
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- export
+def _add_export(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", help="export a checkpoint as the TorchScript model file with its card")
+    p.add_argument("checkpoint", help="a training checkpoint (best.pt or last.pt)")
+    p.add_argument("--out", required=True, help="the .pt model file to write")
+    p.add_argument("--name", default="lascarseg-mtl-sesa")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--card-extra", default=None, help="JSON file merged into the card (training_data, validation, ...)")
+    p.add_argument("--evaluation", default=None,
+                   help="a `lascarseg evaluate --out` JSON: its results become the card's validation section")
+    p.add_argument("--register", action="store_true", help="add the file to the models.json beside it")
+    p.add_argument("--markdown", action="store_true", help="also write the human-readable card (<out>.md)")
+    return p
+
+
+def _run_export(args) -> int:
+    import json
+    from pathlib import Path
+
+
+    ckpt = Path(args.checkpoint)
+    extra: dict = {}
+    if (ckpt.parent / "split.json").is_file():  # a run folder: the card states what the run used
+        extra.update(describe_run(ckpt.parent, int(load_checkpoint(ckpt)["iteration"])))
+    if args.evaluation:
+        extra["validation"] = json.loads(Path(args.evaluation).read_text())
+    if args.card_extra:
+        extra.update(json.loads(Path(args.card_extra).read_text()))
+    path = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version,
+                             training_data=extra.pop("training_data", None),
+                             validation=extra.pop("validation", None), extra=extra)
+    print(f"wrote {path}")
+    if args.markdown:
+        md = Path(path).with_suffix(".md")
+        md.write_text(card_markdown(load_scripted(path)[1]))
+        print(f"wrote {md}")
+    if args.register:
+        entry = register(path, Path(path).parent / "models.json")
+        print(f"registered {entry['name']} {entry['version']} sha256 {entry['sha256']}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("evaluate", help="evaluate a model on held-out real LA labels and fresh phantoms")
+    p.add_argument("--model", default=None, help="registered model name or .pt file (default: the registry's default)")
+    p.add_argument("--data", default=None, help="a data folder with LA labels (any reader layout)")
+    p.add_argument("--ids-from", default=None, help="a training run's split.json: evaluate its validation cases")
+    p.add_argument("--ids", nargs="*", default=None, help="case ids to evaluate (default: all)")
+    p.add_argument("--phantoms", type=int, default=0, help="number of fresh phantoms (seeds from 30000)")
+    p.add_argument("--full-fov-phantoms", type=int, default=0,
+                   help="number of fresh full-field-of-view phantoms, LA off centre (seeds from 50000)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    add_threads_option(p)
+    return p
+
+
+def _run_evaluate(args) -> int:
+    import json
+    from pathlib import Path
+
+
+    ids = args.ids or (ids_from_split(args.ids_from) if args.ids_from else None)
+    if not args.data and not args.phantoms and not args.full_fov_phantoms:
+        raise InputError("nothing to evaluate: give --data, --phantoms N and/or --full-fov-phantoms N")
+    seeds = [TEST_PHANTOM_SEED0 + k for k in range(args.phantoms)]
+    ff_seeds = [TEST_FULL_FOV_SEED0 + k for k in range(args.full_fov_phantoms)]
+    result = run_evaluation(args.model, real_root=args.data, ids=ids, phantom_seeds=seeds, full_fov_seeds=ff_seeds,
+                            device=args.device)
+    for part in ("real", "phantoms", "full_fov_phantoms"):
+        if part in result:
+            print(f"{part}: " + json.dumps(result[part]["summary"]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(result, args.out)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- segment, batch
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="registered model name or .pt file (default: the bundled model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--band", nargs=2, type=float, default=(-1.0, 3.0), metavar=("START_MM", "END_MM"),
+                   help="projection band along the surface normal (default -1 3)")
+    p.add_argument("--keep-all-components", action="store_true", help="keep every LA component (default: largest)")
+    p.add_argument("--baselines", nargs="*", default=None, metavar="METHOD",
+                   help="also run the classical baselines (all when no method is named)")
+    p.add_argument("--baselines-on", choices=("predicted", "manual"), default="predicted",
+                   help="the LA the baselines run on: the predicted one (default) or the manual --la-label")
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds results")
+    add_threads_option(p)
+
+
+def _add_segment(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("segment", help="segment the LA and quantify its scar in one LGE image")
+    p.add_argument("image", help="LGE MRI: NIfTI, NRRD, MHA or a DICOM series folder")
+    p.add_argument("--out", required=True, help="output folder (written all or nothing)")
+    p.add_argument("--la-label", default=None, help="manual LA label: adds LA metrics to the report")
+    p.add_argument("--scar-label", default=None, help="manual scar label (0/1, or 421/422 wall labels): adds scar metrics")
+    _add_job_options(p)
+    return p
+
+
+def _job_kwargs(args) -> dict:
+    return {"model": args.model, "device": args.device, "band_mm": tuple(args.band),
+            "keep_largest": not args.keep_all_components, "baselines": args.baselines,
+            "baselines_on": args.baselines_on}
+
+
+def _run_segment(args) -> int:
+    result = run_segment(args.image, args.out, overwrite=args.overwrite, la_label=args.la_label,
+                         scar_label=args.scar_label, **_job_kwargs(args))
+    r = result.report
+    print(f"LA {r['la']['volume_ml']} mL; scar burden {r['scar']['burden_surface_pct']} % of the LA surface "
+          f"(Utah {r['scar']['utah_stage']}, DECAAF {r['scar']['decaaf_stage']}); wrote {args.out}")
+    for w in r["warnings"]:
+        print(f"warning: {w}")
+    return EXIT_OK
+
+
+def _add_batch(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("batch", help="segment every case of a folder; DIR/<case>/ plus DIR/summary.csv")
+    p.add_argument("folder", help="a folder of images, or of cases in a known data layout (labels then used)")
+    p.add_argument("--out", required=True)
+    _add_job_options(p)
+    return p
+
+
+def _run_batch(args) -> int:
+    summary = run_batch(args.folder, args.out, overwrite=args.overwrite, **_job_kwargs(args))
+    failed = [row for row in summary if row["status"] != "done"]
+    print(f"{len(summary) - len(failed)} of {len(summary)} cases done; summary in {args.out}/summary.csv")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _commands() -> list[tuple[str, Callable, Callable]]:
+    """(name, add_parser, run) of every subcommand; each names the function that builds its parser and the one that runs it."""
+    return [
+        ("segment", _add_segment, _run_segment),
+        ("batch", _add_batch, _run_batch),
+        ("demo", demo.add_parser, demo.run),
+        ("phantom", phantom_command.add_parser, phantom_command.run),
+        ("train", _add_train, _run_train),
+        ("export", _add_export, _run_export),
+        ("evaluate", _add_evaluate, _run_evaluate),
+        ("bench", bench.add_parser, bench.run),
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lascarseg",
+        description="Left-atrium and LA-scar segmentation and surface scar quantification from LGE MRI (MTL-SESA).",
+    )
+    parser.add_argument("--version", action="version", version=f"lascarseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for _name, add, run in _commands():
+        p = add(sub)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help, 2 for bad usage
+        return int(exc.code or 0)
+    try:
+        set_threads(getattr(args, "threads", None))
+        return int(args._run(args))
+    except (InputError, ModelError) as exc:
+        print(f"lascarseg {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"lascarseg {args.command}: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except LAScarSegError as exc:
+        print(f"lascarseg {args.command}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the CLI must turn any failure into exit code 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"lascarseg {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Finding the LA in a field of view that also shows other blood pools: the doubt rules on the first
+pass, and fine passes around the preferred candidates."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.image import Volume, box_around, crop
+from ..core.progress import ProgressFn, Stages, part
+from ..model.loading import LoadedModel
+from .masks import Prediction, largest_component
+from .predict import predict
+
+#: `component_warning`: candidates are components of at least this volume (mL); their certainty is
+#: the share of voxels with LA probability over CONFIDENT_P; a candidate this much more certain than
+#: the kept one is preferred. The margin is measured with the bundled model on LA-centred phantoms:
+#: where the largest component was the LA, other candidates were at least 0.43 less certain; where
+#: it was not (seed 30006), the LA was 0.17 more certain.
+CANDIDATE_MIN_ML = 10.0
+CONFIDENT_P = 0.9
+CERTAINTY_MARGIN = 0.15
+#: `_fine_pass`: margin of its box around the candidate (mm).
+LOCALISE_MARGIN_MM = 20.0
+#: `predict_localised`: fine passes at most. A box around a candidate joined to a neighbouring pool
+#: can hold the LA apart from it, more certain, for a second pass to centre on.
+MAX_FINE_PASSES = 3
+#: When the largest component runs through the slab, the most certain other candidates (up to this
+#: many) each get a fine pass, and the one where the model finds the most confident LA wins. On
+#: full-field phantoms the coarse certainty alone picked a 47 mL piece (0.71) over the LA (0.63);
+#: in their boxes the model found 22 mL against 132 mL over probability 0.9.
+VERIFY_CANDIDATES = 3
+
+
+@dataclass
+class _Doubt:
+    """Why the kept (largest) component is in doubt, and the candidate preferred to it if any
+    (indices into the label arrays)."""
+
+    labels: np.ndarray
+    ml: np.ndarray
+    certain: np.ndarray
+    through: np.ndarray  # component present on the first and the last slice
+    kept: int
+    candidates: list[int]  # the others of CANDIDATE_MIN_ML or more not through the slab, most certain first
+    best: int | None  # the candidate a fine pass centres on; None: the kept one runs through the slab, no other
+
+
+def _through_slab(labels: np.ndarray, n: int) -> np.ndarray:
+    """Which of the n components are present on both the first and the last slice.
+
+    The LA is a closed chamber: in the 80 la2018 scans the manual LA reaches both end slices in
+    none (one end in 8). What runs through the whole slab is a vessel or a ventricle cut by a
+    whole-chest field of view, so it is no LA candidate however large or certain it is.
+    """
+    through = np.zeros(n, bool)
+    common = np.intersect1d(labels[0], labels[-1])
+    through[common[common > 0] - 1] = True
+    return through
+
+
+def _doubt(prob: Volume) -> _Doubt | None:
+    """The largest component is in doubt when it runs through the whole slab, or when another
+    candidate (not through the slab) is clearly more certain; the most certain such candidate is
+    preferred. None when there is no doubt."""
+    labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return None
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    ml = counts * prob.geometry.voxel_volume_mm3 / 1000.0
+    # share of each component's voxels over CONFIDENT_P (bincount: ndimage.mean took 1.5 s on 640x640x88)
+    certain = np.bincount(labels.ravel(), weights=(prob.array > CONFIDENT_P).ravel(), minlength=n + 1)[1:] / counts
+    through = _through_slab(labels, n)
+    kept = int(ml.argmax())
+    candidates = sorted((i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]),
+                        key=lambda i: -certain[i])
+    best = candidates[0] if candidates else None
+    if through[kept] or (best is not None and certain[best] >= certain[kept] + CERTAINTY_MARGIN):
+        return _Doubt(labels, ml, certain, through, kept, candidates, best)
+    return None
+
+
+def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool = True,
+                      progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                      steps: Stages | None = None) -> Prediction:
+    """`predict` over the whole field of view, then, while the largest LA candidate is in doubt and only
+    one component will be kept, a fine pass around the preferred candidate (at most MAX_FINE_PASSES),
+    whose warnings say so; `component_warning`'s warning when the doubt remains. What the pipeline
+    and `evaluate` run. Progress: the first pass to 0.8 of the way, fine passes the rest."""
+    pred = predict(loaded, image, progress=part(progress, 0.0, 0.8), cancel=cancel, steps=steps)
+    if not keep_largest:
+        return pred
+    for k in range(MAX_FINE_PASSES + 1):
+        d = _doubt(pred.la)
+        if d is None:
+            return pred
+        if d.best is None or k == MAX_FINE_PASSES:
+            break
+        step = 0.2 / MAX_FINE_PASSES
+        round_progress = part(progress, 0.8 + k * step, 0.8 + (k + 1) * step)
+        if d.through[d.kept]:
+            pred = _verified_pass(loaded, image, pred, d, progress=round_progress, cancel=cancel, steps=steps)
+        else:
+            pred = _fine_pass(loaded, image, pred, d, progress=round_progress, cancel=cancel, steps=steps)[0]
+    pred.warnings.append(_doubt_text(d))
+    return pred
+
+
+def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
+    """A warning when the kept (largest) LA component runs through the whole slab, or is clearly less
+    certain than another one (`_doubt`).
+
+    On whole-chest images the model also marks other blood pools, which can be larger than the LA
+    and, measured on full-field-of-view phantoms, as certain as it; but those pools ran through the
+    whole slab there, and the LA never did. The largest component stays the result (CONTRACTS
+    section 5); this says when to check it.
+    """
+    d = _doubt(prob) if keep_largest else None
+    return None if d is None else _doubt_text(d)
+
+
+def _doubt_text(d: _Doubt) -> str:
+    kept = (f"the kept LA component ({d.ml[d.kept]:.0f} mL, {d.certain[d.kept]:.0%} of it with LA probability over "
+            f"{CONFIDENT_P})")
+    if d.through[d.kept] and d.best is None:  # most often an image cropped in z to the LA's own slices
+        return (f"{kept} runs through the whole slab and there is no other candidate: expected when the image "
+                "is cropped to the LA's own slices; otherwise check that it is the LA")
+    if not d.through[d.kept]:
+        why = f"is less certain than another of {d.ml[d.best]:.0f} mL ({d.certain[d.best]:.0%})"
+    else:
+        why = "runs through the whole slab, which the LA does not"
+    return (f"{kept} {why}: the image may show other blood pools (a whole field of view); check the LA, "
+            "or crop the image around it")
+
+
+def _verified_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, *,
+                   progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                   steps: Stages | None = None) -> Prediction:
+    """A fine pass around each of the VERIFY_CANDIDATES most certain candidates; the one whose
+    largest LA component holds the most voxels over CONFIDENT_P (mL) is kept, and says so."""
+    ranked = d.candidates[:VERIFY_CANDIDATES]
+    tries = []
+    for j, i in enumerate(ranked):
+        sub = None if progress is None else (lambda f, text, j=j: progress((j + f) / len(ranked), text))
+        tries.append(_fine_pass(loaded, image, pred, replace(d, best=i), progress=sub, cancel=cancel, steps=steps))
+    best = max(range(len(tries)), key=lambda j: tries[j][1])
+    chosen = tries[best][0]
+    if len(tries) > 1:
+        chosen.warnings.append(
+            f"coarse localisation: {len(tries)} candidates checked ({', '.join(f'{d.ml[i]:.0f}' for i in ranked)} mL); "
+            f"in its box the model found the most confident LA around the {d.ml[ranked[best]]:.0f} mL one "
+            f"({', '.join(f'{t[1]:.0f}' for t in tries)} mL over probability {CONFIDENT_P})")
+    return chosen
+
+
+def _fine_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, *,
+               margin_mm: float = LOCALISE_MARGIN_MM, progress: ProgressFn | None = None,
+               cancel: threading.Event | None = None, steps: Stages | None = None) -> tuple[Prediction, float]:
+    """The fine pass around candidate `d.best`, and the mL over CONFIDENT_P of the largest LA
+    component it finds (in its box: labelling the whole grid costs 0.6 s on a whole chest)."""
+    margin = [int(np.ceil(margin_mm / s)) for s in image.geometry.spacing_zyx]
+    box = box_around(d.labels == d.best + 1, margin)
+    fine = predict(loaded, crop(image, box), progress=progress, cancel=cancel, steps=steps)
+    confident_ml = 0.0
+    if fine.la is not None:
+        largest, n = largest_component(fine.la.array > 0.5)
+        if n:
+            confident = int((fine.la.array[largest] > CONFIDENT_P).sum())
+            confident_ml = confident * image.geometry.voxel_volume_mm3 / 1000.0
+
+    def whole(part: Volume | None) -> Volume | None:
+        if part is None:
+            return None
+        arr = np.zeros(image.array.shape, np.float32)
+        arr[box] = part.array
+        return image.with_array(arr)
+
+    why = "ran through the whole slab" if d.through[d.kept] else "was less certain than another"
+    note = (f"coarse localisation: the largest LA candidate ({d.ml[d.kept]:.0f} mL) {why}, so the LA was "
+            f"segmented again in a box {margin_mm:.0f} mm around another candidate ({d.ml[d.best]:.0f} mL)")
+    return Prediction(la=whole(fine.la), p_normal=whole(fine.p_normal), p_scar=whole(fine.p_scar),
+                      device=fine.device, warnings=[*pred.warnings, *fine.warnings, note]), confident_ml
