@@ -50,7 +50,7 @@ def _row(case_id: str, result=None, error: str = "", seconds: float = 0.0) -> di
     row = {k: "" for k in SUMMARY_COLUMNS}
     row.update(id=case_id, status="done" if result is not None else "failed", error=error, seconds=round(seconds, 2))
     if result is not None:
-        r = result.report
+        r = result.report.to_json()
         row.update(la_volume_ml=r["la"]["volume_ml"], burden_surface_pct=r["scar"]["burden_surface_pct"],
                    utah_stage=r["scar"]["utah_stage"])
         m = r.get("metrics", {})

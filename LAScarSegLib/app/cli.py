@@ -187,7 +187,7 @@ def _job_kwargs(args) -> dict:
 def _run_segment(args) -> int:
     result = run_segment(args.image, args.out, overwrite=args.overwrite, la_label=args.la_label,
                          scar_label=args.scar_label, **_job_kwargs(args))
-    r = result.report
+    r = result.report.to_json()
     print(f"LA {r['la']['volume_ml']} mL; scar burden {r['scar']['burden_surface_pct']} % of the LA surface "
           f"(Utah {r['scar']['utah_stage']}, DECAAF {r['scar']['decaaf_stage']}); wrote {args.out}")
     for w in r["warnings"]:

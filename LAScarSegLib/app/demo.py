@@ -107,7 +107,7 @@ def segment_phantom(ph, out: Path, log: Callable[[str], None]) -> dict[str, Any]
     except ModelError as exc:
         return {"run": False, "why": f"no usable registered model: {exc}"}
     write_outputs(result, out)
-    r = result.report
+    r = result.report.to_json()
 
     truth = phantom_true_burdens(ph, float(result.card["wall_band_mm"]))
     log(f"segmentation with {r['model']['name']} {r['model']['version']}: LA {r['la']['volume_ml']} mL "

@@ -24,6 +24,7 @@ from ..app.worker_client import Worker, WorkerRequest
 from ..core.errors import InputError
 from ..core.image import Volume, label_onto_image_grid
 from ..core.progress import ProgressFn
+from ..model.registry import check_imported_model
 from ..quantify.readout import NETWORK_METHOD, PipelineResult, check_method, requantify
 from ..quantify.report import report_rows
 from ..synth.phantom import make_phantom
@@ -149,17 +150,30 @@ class LAScarSegLogic:
         was: nodes are only added once the pipeline has finished, and `addResultToScene` removes
         what it added if it fails. `python`: the worker's interpreter (default: PythonSlicer).
         """
+        worker = self.startRun(inputVolume, laLabel, scarLabel, model=model, device=device, bandMm=bandMm,
+                               keepLargest=keepLargest, laSeed=laSeed, method=method, baselines=baselines,
+                               python=python)
+        result = worker.wait(cancel=cancel, on_message=None if progress is None else
+                             (lambda m: progress(m.fraction, m.text) if m.kind == "progress" else None))
+        return self.addResultToScene(inputVolume, result, bandMm=bandMm)
+
+    def startRun(self, inputVolume, laLabel=None, scarLabel=None, *, model: str | None = None, device: str = "auto",
+                 bandMm: Sequence[float] = (-1.0, 3.0), keepLargest: bool = True, laSeed=None,
+                 method: str = NETWORK_METHOD, baselines: Sequence[str] | None = None,
+                 python: str | None = None) -> Worker:
+        """Check the inputs and start the pipeline in the background worker; returns the running
+        `Worker` (the module panel polls it, `process` waits for it). Bad inputs, an unknown method
+        and an imported model whose SHA-256 changed are refused before anything starts."""
         if laSeed is not None:
             raise InputError("a point inside the LA (laSeed) is not supported by this version")
         check_method(method)
+        if model:
+            check_imported_model(model)
         request = WorkerRequest(self.inputImage(inputVolume), self.labelVolume(laLabel, inputVolume, LA_SEGMENT),
                                 self.labelVolume(scarLabel, inputVolume, SCAR_SEGMENT), model=model, device=device,
                                 band_mm=(float(bandMm[0]), float(bandMm[1])), keep_largest=keepLargest,
                                 method=method, baselines=None if baselines is None else list(baselines))
-        worker = Worker(request, python=python).start()
-        result = worker.wait(cancel=cancel, on_message=None if progress is None else
-                             (lambda m: progress(m.fraction, m.text) if m.kind == "progress" else None))
-        return self.addResultToScene(inputVolume, result, bandMm=bandMm)
+        return Worker(request, python=python).start()
 
     def requantify(self, inputVolume, laSegmentation, result: LAScarSegResult) -> LAScarSegResult:
         """Re-project and re-quantify after the user edited the LA segment (no network run).

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from LAScarSegLib.train_config import make_config
-from LAScarSegLib.trainer import train
+from LAScarSegLib.train.train_config import make_config
+from LAScarSegLib.train.trainer import train
 
 if __name__ == "__main__":
     out, init, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]

@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import slicer_harness as sh
 
-    from LAScarSegLib.logic import LAScarSegLogic, volume_to_node
-    from LAScarSegLib.phantom import make_phantom
+    from LAScarSegLib.logic import LAScarSegLogic
+    from LAScarSegLib.slicer.mrml import volume_to_node
+    from LAScarSegLib.synth.phantom import make_phantom
 
     harness = sh.MRMLHarness()
     try:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from LAScarSegLib.baselines import (BaselineResult, blood_pool_mask, blood_pool_stats, baseline_surface_metrics,
-                                    fit_gmm_1d, gmm_scar_threshold, method_names, multi_otsu_thresholds,
-                                    otsu_threshold, run_baselines, zero_level)
-from LAScarSegLib.distance import wall_band
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import Geometry, Volume
-from LAScarSegLib.phantom import make_phantom
-from LAScarSegLib.projection import la_surface_mesh, mesh_points_normals
+from LAScarSegLib.quantify.baselines import BaselineResult, blood_pool_mask, blood_pool_stats, baseline_surface_metrics, fit_gmm_1d, gmm_scar_threshold, method_names, multi_otsu_thresholds, otsu_threshold, run_baselines, zero_level
+from LAScarSegLib.core.distance import wall_band
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume
+from LAScarSegLib.synth.phantom import make_phantom
+from LAScarSegLib.quantify.projection import la_surface_mesh, mesh_points_normals
 
 SEED, SNR = 11, 15.0
 SURFACE_METHODS = ("iir-0.97", "iir-1.20", "iir-1.61", "mean+2.3sd", "mean+3.3sd")

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from LAScarSegLib import bench
-from LAScarSegLib.cli import build_parser, main
-from LAScarSegLib.export import REGISTRY, export_checkpoint, register
-from LAScarSegLib.network import ModelConfig, build_model
-from LAScarSegLib.phantom import make_phantom
+from LAScarSegLib.app import bench
+from LAScarSegLib.app.cli import build_parser, main
+from LAScarSegLib.model.registry import REGISTRY, register
+from LAScarSegLib.train.export import export_checkpoint
+from LAScarSegLib.model.network import ModelConfig, build_model
+from LAScarSegLib.synth.phantom import make_phantom
 
 #: A trained model for the end-to-end bench: the registered default, or a .pt named here.
 TRAINED = os.environ.get("LASCARSEG_TEST_MODEL")
@@ -111,7 +112,7 @@ def test_pipeline_table_puts_targets_beside_numbers(tiny_result: dict) -> None:
 
 
 def test_registry_check(tiny_model: Path, tmp_path: Path) -> None:
-    from LAScarSegLib.export import sha256_of
+    from LAScarSegLib.model.registry import sha256_of
 
     reg = tiny_model.parent / "models.json"
     assert bench.registry_check(sha256_of(tiny_model), "tiny", reg).startswith("matches models.json (tiny 0.0.1)")
@@ -140,7 +141,7 @@ def test_monai_sliding_window_peer_agrees_or_is_skipped() -> None:
 
 def test_monai_peer_on_a_real_model(tiny_model: Path) -> None:
     """The exported TorchScript model runs under MONAI's inferer too; a U-Net differs only near window borders."""
-    from LAScarSegLib.predict import load_for_inference
+    from LAScarSegLib.model.loading import load_for_inference
 
     loaded = load_for_inference(str(tiny_model), "cpu")
     z, y, x = np.indices((32, 48, 48))

@@ -7,16 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LAScarSegLib.datasets import (
-    Challenge2018Dataset,
-    La2018Dataset,
-    LAScarQS2022Dataset,
-    detect_layout,
-    open_dataset,
-    split_by_case,
-)
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import Geometry, Volume, write_volume
+from LAScarSegLib.core.datasets import Challenge2018Dataset, La2018Dataset, LAScarQS2022Dataset, detect_layout, open_dataset, split_by_case
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume, write_volume
 
 LA2018 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "la2018"
 GEOM = Geometry((24, 20, 12), (0.625, 0.625, 1.25), (1.0, -2.0, 3.0))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from LAScarSegLib.cli import main
-from LAScarSegLib.outputs import atomic_output_dir
+from LAScarSegLib.app.cli import main
+from LAScarSegLib.core.outputs import atomic_output_dir
 
 
 def test_demo_writes_phantom_checks_and_preview(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_demo_without_a_usable_model_fails(tmp_path: Path, monkeypatch: pytest.M
     demo still writes the phantom and the core checks, says why it did not segment, and exits 1."""
     import shutil
 
-    from LAScarSegLib import export
+    from LAScarSegLib.train import export
 
     models = shutil.copytree(export.MODELS_DIR, tmp_path / "Models")
     for pt in models.glob("*.pt"):
@@ -80,7 +80,7 @@ def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:
     """Temporary files are 0600; what is renamed into place is as readable as a plain open() makes it."""
     import os
 
-    from LAScarSegLib.outputs import write_json
+    from LAScarSegLib.core.outputs import write_json
 
     umask = os.umask(0o022)
     try:

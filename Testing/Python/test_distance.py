@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from LAScarSegLib import distance
-from LAScarSegLib.distance import (
-    boundary_mask,
-    distance_probability_maps,
-    distance_to,
-    signed_distance,
-    wall_band,
-)
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import Geometry, Volume
+from LAScarSegLib.core import distance
+from LAScarSegLib.core.distance import boundary_mask, distance_probability_maps, distance_to, signed_distance, wall_band
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume
 
 ANISO = Geometry((64, 60, 36), (0.625, 0.7, 1.25), (-5.0, 3.0, 11.0))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from LAScarSegLib.cli import build_parser
-from LAScarSegLib.train_config import make_config
+from LAScarSegLib.app.cli import build_parser
+from LAScarSegLib.train.train_config import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "Resources" / "Models").glob("*.md"))]

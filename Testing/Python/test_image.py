@@ -10,21 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import (
-    Geometry,
-    Volume,
-    crop,
-    grid_for_spacing,
-    label_onto_image_grid,
-    read_image,
-    read_label,
-    resample,
-    resample_mask,
-    to_model_grid,
-    write_volume,
-    zscore,
-)
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume, crop, grid_for_spacing, label_onto_image_grid, read_image, read_label, resample, resample_mask, to_model_grid, write_volume, zscore
 
 
 def oblique_geometry(size=(40, 36, 24), spacing=(0.7, 0.8, 1.5), origin=(-31.5, 12.25, 104.0)) -> Geometry:
@@ -203,7 +190,7 @@ def test_bad_inputs_name_the_file_and_problem(tmp_path: Path) -> None:
 
 def test_phantom_la_with_thin_veins_survives_the_model_grid_roundtrip() -> None:
     """The LA with its vein stubs: 0.625x0.625x1.25 -> 1.25 mm -> back keeps its volume within 2 %."""
-    from LAScarSegLib.phantom import make_phantom
+    from LAScarSegLib.synth.phantom import make_phantom
 
     la = make_phantom(1).la
     back = resample_mask(resample_mask(la, grid_for_spacing(la.geometry, (1.25, 1.25, 1.25))), la.geometry)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from LAScarSegLib.errors import Cancelled
-from LAScarSegLib.inference import gaussian_importance, sliding_window, window_starts
+from LAScarSegLib.core.errors import Cancelled
+from LAScarSegLib.infer.windows import gaussian_importance, sliding_window, window_starts
 
 
 def test_window_starts_cover_the_axis() -> None:
@@ -50,9 +50,10 @@ def test_windowed_and_single_pass_agree_for_the_bundled_model() -> None:
     in one pass and marks more of the neighbouring pools (Dice to the truth before the largest
     component 0.87 against 0.92), which the largest component removes.
     """
-    from LAScarSegLib.image import grid_for_spacing, normalise, resample
-    from LAScarSegLib.phantom import make_phantom
-    from LAScarSegLib.predict import la_mask, load_for_inference
+    from LAScarSegLib.core.image import grid_for_spacing, normalise, resample
+    from LAScarSegLib.synth.phantom import make_phantom
+    from LAScarSegLib.infer.masks import la_mask
+    from LAScarSegLib.model.loading import load_for_inference
 
     loaded = load_for_inference(None, "cpu")
     card = loaded.card
@@ -123,7 +124,7 @@ def test_progress_reaches_one() -> None:
 
 
 def test_inference_window_is_the_largest_within_the_budget() -> None:
-    from LAScarSegLib.inference import inference_window
+    from LAScarSegLib.infer.windows import inference_window
 
     # a 1.25 mm LA-centred crop fits one window: one pass, padded to the divisor
     assert inference_window((80, 104, 104), 8, 1_000_000, (48, 64, 64)) == (80, 104, 104)

@@ -29,23 +29,17 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 
-from LAScarSegLib import logic_checks as checks  # noqa: E402
-from LAScarSegLib.baselines import run_baselines  # noqa: E402
-from LAScarSegLib.errors import Cancelled, InputError, ModelError  # noqa: E402
-from LAScarSegLib.image import Geometry, Volume, grid_for_spacing, label_onto_image_grid, resample_mask  # noqa: E402
-from LAScarSegLib.logic import (  # noqa: E402
-    LA_SEGMENT,
-    SCAR_SEGMENT,
-    LAScarSegLogic,
-    report_rows,
-    requantified,
-    results_html,
-    segments_to_volume,
-    volume_to_node,
-)
-from LAScarSegLib.phantom import make_phantom  # noqa: E402
-from LAScarSegLib.pipeline import with_baseline_scar, with_baselines  # noqa: E402
-from LAScarSegLib.projection import surface_burden_pct  # noqa: E402
+from LAScarSegLib.slicer import checks  # noqa: E402
+from LAScarSegLib.quantify.baselines import run_baselines  # noqa: E402
+from LAScarSegLib.core.errors import Cancelled, InputError, ModelError  # noqa: E402
+from LAScarSegLib.core.image import Geometry, Volume, grid_for_spacing, label_onto_image_grid, resample_mask  # noqa: E402
+from LAScarSegLib.logic import LA_SEGMENT, SCAR_SEGMENT, LAScarSegLogic  # noqa: E402
+from LAScarSegLib.quantify.report import report_rows  # noqa: E402
+from LAScarSegLib.slicer.presentation import results_html  # noqa: E402
+from LAScarSegLib.slicer.mrml import segments_to_volume, volume_to_node  # noqa: E402
+from LAScarSegLib.synth.phantom import make_phantom  # noqa: E402
+from LAScarSegLib.quantify.readout import read_out, requantify, with_baseline_scar  # noqa: E402
+from LAScarSegLib.quantify.projection import surface_burden_pct  # noqa: E402
 
 MODEL = os.environ.get("LASCARSEG_TEST_MODEL") or None  # None: the registered default model
 SEED = 30_011
@@ -149,7 +143,7 @@ def _truth_prediction(pr, phantom):
     normal = phantom.wall.array.astype(np.float32) * (1 - scar)
     pred = dataclasses.replace(pr.prediction, p_scar=phantom.scar.with_array(scar),
                                p_normal=phantom.scar.with_array(normal))
-    return requantified(dataclasses.replace(pr, prediction=pred), pr.la)
+    return requantify(dataclasses.replace(pr, prediction=pred), pr.la)
 
 
 def _model_points_index(model, geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,7 +158,7 @@ def _model_points_index(model, geometry) -> tuple[np.ndarray, np.ndarray, np.nda
 def test_requantify_after_an_edit_on_an_oversampled_geometry(mrml, processed, phantom) -> None:
     """Segment Editor's "oversample" (a finer reference geometry, to edit a thin wall): the edited
     LA is read on that geometry and resampled onto the image grid, with a note."""
-    from LAScarSegLib.image import Geometry
+    from LAScarSegLib.core.image import Geometry
 
     logic = LAScarSegLogic()
     node = volume_to_node(phantom.image, "lge")
@@ -240,35 +234,37 @@ def _point_array(mesh, name: str) -> np.ndarray:
 
 
 def test_with_baseline_scar_shows_the_baselines_scar_and_leaves_the_input(processed) -> None:
-    pr = with_baselines(processed["result"].pipelineResult, ["iir-1.20", "otsu"])
-    report, scar, mesh_scar = copy.deepcopy(pr.report), pr.scar.array.copy(), _point_array(pr.mesh, "Scar")
+    run = processed["result"].pipelineResult
+    pr = read_out(run.image, run.prediction, run.la, card=run.card, model=run.report.model, labels=run.labels,
+                  baselines=["iir-1.20", "otsu"], warnings=run.report.warnings)
+    report, scar, mesh_scar = pr.report.to_json(), pr.scar.array.copy(), _point_array(pr.mesh, "Scar")
     wall = pr.wall.array.astype(bool)
     for method in ("otsu", "iir-1.20"):
-        b, entry = pr.baselines[method], pr.report["baselines"][method]
+        b, entry = pr.baselines[method], pr.report.baselines[method]
         view = with_baseline_scar(pr, method)
         np.testing.assert_array_equal(_point_array(view.mesh, "Scar"), b.point_scar)
         np.testing.assert_array_equal(_point_array(view.mesh, "ScarProbability"),
                                       _point_array(pr.mesh, "ScarProbability"))  # the network's
-        assert view.report["scar"]["method"] == method
-        assert view.report["scar"]["burden_surface_pct"] == entry["burden_surface_pct"]
-        assert view.report["scar"]["burden_surface_pct"] == pytest.approx(surface_burden_pct(view.mesh), abs=0.005)
-        assert view.report["baselines"]["mtl-sesa"]["burden_surface_pct"] == report["scar"]["burden_surface_pct"]
-        assert view.report["baselines"]["mtl-sesa"]["metrics"] == report["metrics"]["scar"]
-        assert {k: view.report["metrics"]["scar"][k] for k in ("accuracy", "dice_scar", "dice_normal", "gdice")} == \
+        assert view.report.to_json()["scar"]["method"] == method
+        assert view.report.to_json()["scar"]["burden_surface_pct"] == entry["burden_surface_pct"]
+        assert view.report.to_json()["scar"]["burden_surface_pct"] == pytest.approx(surface_burden_pct(view.mesh), abs=0.005)
+        assert view.report.to_json()["baselines"]["mtl-sesa"]["burden_surface_pct"] == report["scar"]["burden_surface_pct"]
+        assert view.report.to_json()["baselines"]["mtl-sesa"]["metrics"] == report["metrics"]["scar"]
+        assert {k: view.report.to_json()["metrics"]["scar"][k] for k in ("accuracy", "dice_scar", "dice_normal", "gdice")} == \
             {k: entry["metrics"][k] for k in ("accuracy", "dice_scar", "dice_normal", "gdice")}
-        assert view.report["metrics"]["la"] == report["metrics"]["la"]  # the LA is still the network's
+        assert view.report.to_json()["metrics"]["la"] == report["metrics"]["la"]  # the LA is still the network's
         got = view.scar.array.astype(bool)
         assert got.any() and not (got & ~wall).any()
         if method == "otsu":  # a voxel method: its own voxel mask
             np.testing.assert_array_equal(view.scar.array, b.scar_mask.array)
-            assert view.report["scar"]["burden_wall_pct"] == round(b.info["burden_wall_pct"], 2)
+            assert view.report.to_json()["scar"]["burden_wall_pct"] == round(b.info["burden_wall_pct"], 2)
         else:  # a surface method: each wall voxel takes its nearest point's decision (brute force here)
             idx = np.argwhere(wall)[np.random.default_rng(0).choice(int(wall.sum()), 300, replace=False)]
             xyz = pr.wall.geometry.index_to_physical(idx[:, ::-1])
             nearest = np.argmin((b.points ** 2).sum(axis=1)[None, :] - 2.0 * xyz @ b.points.T, axis=1)
             np.testing.assert_array_equal(got[tuple(idx.T)], b.point_scar[nearest].astype(bool))
     # The input is as it was; a view is not turned into another; a baseline not run is refused.
-    assert pr.report == report
+    assert pr.report.to_json() == report
     np.testing.assert_array_equal(pr.scar.array, scar)
     np.testing.assert_array_equal(_point_array(pr.mesh, "Scar"), mesh_scar)
     with pytest.raises(InputError, match="already shows"):
@@ -490,8 +486,8 @@ def _visible_scar_fraction(model, eye, cell_mm: float = 1.0, depth_tol_mm: float
 
 # ------------------------------------------------------------------------- models, phantom, text
 def test_imported_models_are_copied_with_their_sha256_and_checked(tmp_path, caplog) -> None:
-    from LAScarSegLib.export import resolve_model
-    from LAScarSegLib.logic import available_models, check_imported_model, import_model
+    from LAScarSegLib.model.registry import resolve_model
+    from LAScarSegLib.model.registry import available_models, check_imported_model, import_model
 
     source = Path(MODEL) if MODEL else resolve_model(None)[0]  # the registered default's file
     folder = tmp_path / "user-models"
@@ -521,7 +517,8 @@ def test_imported_models_are_copied_with_their_sha256_and_checked(tmp_path, capl
 
 
 def test_phantom_sample_data_loads_as_nodes(mrml) -> None:
-    from LAScarSegLib.logic import PHANTOM_NAME, load_phantom
+    from LAScarSegLib.slicer.logic import PHANTOM_NAME
+    from LAScarSegLib.logic import load_phantom
 
     nodes = load_phantom(mrml.scene, seed=0)
     ph = make_phantom(0)
@@ -531,7 +528,7 @@ def test_phantom_sample_data_loads_as_nodes(mrml) -> None:
 
 
 def test_results_text_has_burden_stages_metrics_warnings_and_intended_use() -> None:
-    from LAScarSegLib.logic import results_html
+    from LAScarSegLib.slicer.presentation import results_html
 
     report = {"la": {"volume_ml": 101.54, "components_removed": 0},
               "scar": {"burden_surface_pct": 12.25, "burden_wall_pct": 9.5, "utah_stage": "II", "decaaf_stage": 2},
@@ -551,7 +548,7 @@ def test_results_text_has_burden_stages_metrics_warnings_and_intended_use() -> N
 
 
 def test_status_line_names_the_first_warning_and_counts_the_rest() -> None:
-    from LAScarSegLib.logic import status_text
+    from LAScarSegLib.slicer.presentation import status_text
 
     assert status_text({"warnings": []}).startswith("Done.")
     one = status_text({"warnings": ["CUDA ran out of memory; the model ran on the CPU instead"]})

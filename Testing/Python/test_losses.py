@@ -10,26 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from LAScarSegLib.distance import boundary_mask, distance_probability_maps, signed_distance  # noqa: E402
-from LAScarSegLib.errors import InputError, ModelError  # noqa: E402
-from LAScarSegLib.image import Geometry, Volume  # noqa: E402
-from LAScarSegLib.losses import (  # noqa: E402
-    DEFAULT_BOUNDARY_MM,
-    LossWeights,
-    bce_la,
-    bce_scar,
-    boundary_masks,
-    dice_la,
-    dice_scar,
-    m2_mask,
-    sa,
-    se_la,
-    se_scar,
-    term_weights,
-    total_loss,
-)
-from LAScarSegLib.network import ModelConfig, build_model  # noqa: E402
-from LAScarSegLib.variants import DEFAULT_VARIANT, TERM_HEADS, VARIANTS, Variant, get_variant  # noqa: E402
+from LAScarSegLib.core.distance import boundary_mask, distance_probability_maps, signed_distance  # noqa: E402
+from LAScarSegLib.core.errors import InputError, ModelError  # noqa: E402
+from LAScarSegLib.core.image import Geometry, Volume  # noqa: E402
+from LAScarSegLib.train.losses import DEFAULT_BOUNDARY_MM, LossWeights, bce_la, bce_scar, boundary_masks, dice_la, dice_scar, m2_mask, sa, se_la, se_scar, term_weights, total_loss  # noqa: E402
+from LAScarSegLib.model.network import ModelConfig, build_model  # noqa: E402
+from LAScarSegLib.model.variants import DEFAULT_VARIANT, TERM_HEADS, VARIANTS, Variant, get_variant  # noqa: E402
 
 SPACING_ZYX = (2.0, 1.0, 1.0)  # anisotropic: thick slices
 SHAPE = (16, 32, 32)  # z, y, x
@@ -380,7 +366,7 @@ def test_batch_of_two_equals_mean_of_two_batches_of_one(name: str) -> None:
 
 
 def test_phantom_batch_m1_m2_and_sa_gradient_reach_the_scar_decoder() -> None:
-    from LAScarSegLib.phantom import make_phantom
+    from LAScarSegLib.synth.phantom import make_phantom
 
     ph = make_phantom(1, burden=20.0)
     spacing = ph.image.spacing_zyx
@@ -444,8 +430,8 @@ def test_boundary_masks_on_the_tensor_device_equal_the_distance_definition(spaci
     """The convolution shell of `boundary_masks` is `distance.boundary_mask` voxel for voxel."""
     from scipy import ndimage
 
-    from LAScarSegLib.distance import boundary_mask
-    from LAScarSegLib.image import Geometry, Volume
+    from LAScarSegLib.core.distance import boundary_mask
+    from LAScarSegLib.core.image import Geometry, Volume
 
     rng = np.random.default_rng(7)
     blobs = ndimage.gaussian_filter(rng.random((40, 44, 48)), 3.0)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import Geometry, Volume
-from LAScarSegLib.metrics import LA_KEYS, la_metrics, scar_surface_metrics
-from LAScarSegLib.phantom import make_phantom
-from LAScarSegLib.projection import classify_along_normals, evaluation_surface
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume
+from LAScarSegLib.quantify.metrics import LA_KEYS, la_metrics, scar_surface_metrics
+from LAScarSegLib.synth.phantom import make_phantom
+from LAScarSegLib.quantify.projection import classify_along_normals, evaluation_surface
 
 R = 12.0
 
@@ -208,7 +208,7 @@ def test_phantom_truth_perfect_and_perturbed_in_between(phantom) -> None:
 # ------------------------------------------- the fast paths against straightforward references
 def _reference_surface(la: Volume, sigma_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
     """The evaluation surface the slow, obvious way: the WHOLE image blurred, gradients at the points."""
-    from LAScarSegLib.distance import inner_boundary
+    from LAScarSegLib.core.distance import inner_boundary
 
     m = la.array != 0
     blurred = ndimage.gaussian_filter(m.astype(np.float32), sigma_mm / np.asarray(la.spacing_zyx), mode="constant",
@@ -282,7 +282,7 @@ def test_evaluation_surface_and_labels_equal_the_whole_image_computation(phantom
 
 @pytest.mark.parametrize("which", ["whole", "cut"])
 def test_scar_and_la_metrics_equal_straightforward_computations(phantom_cases, which) -> None:
-    from LAScarSegLib.distance import inner_boundary, wall_band
+    from LAScarSegLib.core.distance import inner_boundary, wall_band
 
     ph = phantom_cases[which]
     pred_la = ph.la.with_array(np.roll(ndimage.binary_erosion(ph.la.array, iterations=1), 3, axis=2).astype(np.uint8))

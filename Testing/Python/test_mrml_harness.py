@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 import slicer_harness as sh
-from LAScarSegLib.image import Geometry, Volume
+from LAScarSegLib.core.image import Geometry, Volume
 
 if not sh.HAVE_SLICER_CORE:
     pytest.skip(sh.SLICER_CORE_MISSING, allow_module_level=True)

@@ -13,19 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from LAScarSegLib.errors import InputError, ModelError  # noqa: E402
-from LAScarSegLib.network import (  # noqa: E402
-    CARD_FILE,
-    ModelConfig,
-    build_model,
-    count_parameters,
-    freeze_for_inference,
-    load_scripted,
-    save_scripted,
-    script_model,
-    torch_classes,
-)
-from LAScarSegLib.variants import VARIANTS  # noqa: E402
+from LAScarSegLib.core.errors import InputError, ModelError  # noqa: E402
+from LAScarSegLib.model.card import CARD_FILE  # noqa: E402
+from LAScarSegLib.model.network import ModelConfig, build_model, count_parameters, freeze_for_inference, load_scripted, save_scripted, script_model, torch_classes  # noqa: E402
+from LAScarSegLib.model.variants import VARIANTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(levels=3, base_channels=4)

@@ -16,20 +16,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LAScarSegLib.distance import distance_to, wall_band
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import Geometry, Volume, read_image, read_label
-from LAScarSegLib.phantom import (
-    FULL_FOV_SIZE,
-    PAINT_PROVENANCE,
-    PHANTOM_PROVENANCE,
-    UTAH_SIZE,
-    UTAH_SPACING,
-    Phantom,
-    main,
-    make_phantom,
-    paint_synthetic_scar,
-)
+from LAScarSegLib.core.distance import distance_to, wall_band
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume, read_image, read_label
+from LAScarSegLib.synth.phantom import FULL_FOV_SIZE, PAINT_PROVENANCE, PHANTOM_PROVENANCE, UTAH_SIZE, UTAH_SPACING, Phantom, make_phantom, paint_synthetic_scar
+from LAScarSegLib.app.cli import main
 
 LA2018 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "la2018"
 SEEDS = (0, 1, 2, 3, 4, 5)

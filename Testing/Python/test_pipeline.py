@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LAScarSegLib.cli import main
-from LAScarSegLib.errors import Cancelled
-from LAScarSegLib.image import Geometry, Volume, read_image, write_volume
-from LAScarSegLib.phantom import make_phantom
-from LAScarSegLib.pipeline import segment
+from LAScarSegLib.app.cli import main
+from LAScarSegLib.core.errors import Cancelled
+from LAScarSegLib.core.image import Geometry, Volume, read_image, write_volume
+from LAScarSegLib.synth.phantom import make_phantom
+from LAScarSegLib.app.pipeline import segment
 
 REPORT_KEYS = {"schema_version", "input", "model", "device", "intended_use", "warnings", "la", "scar", "metrics",
                "timings_s"}  # CONTRACTS section 5: exactly these (metrics with labels; baselines when asked)
@@ -48,8 +48,8 @@ def segmented(phantom_files: dict[str, Path], tmp_path_factory: pytest.TempPathF
 def test_evaluation_scores_the_burdens_that_report_json_gives(segmented: Path) -> None:
     """`lascarseg evaluate` scores the product's own burdens (those of report.json for the same
     phantom) against the truth measured the same way."""
-    from LAScarSegLib.evaluate import evaluate_phantoms, phantom_true_burdens
-    from LAScarSegLib.predict import load_for_inference
+    from LAScarSegLib.app.evaluate import evaluate_phantoms, phantom_true_burdens
+    from LAScarSegLib.model.loading import load_for_inference
 
     loaded = load_for_inference(None, "cpu")
     row = evaluate_phantoms(loaded, [30_007], lambda _: None)["cases"][0]
@@ -70,7 +70,7 @@ def test_outputs_and_report(segmented: Path, phantom_files: dict[str, Path]) -> 
         ["la_mask.nii.gz", "scar_probability.nii.gz", "scar_mask.nii.gz", "la_surface.vtp", "report.json", "snapshot.png"])
     report = json.loads((segmented / "report.json").read_text())
     assert set(report) == REPORT_KEYS | {"baselines"} and set(report["timings_s"]) == TIMING_KEYS
-    from LAScarSegLib.baselines import method_names
+    from LAScarSegLib.quantify.baselines import method_names
 
     assert list(report["baselines"]) == method_names()  # `--baselines` with no name runs all seven
     assert all(0 <= b["burden_surface_pct"] <= 100 and "dice_scar" in b["metrics"] for b in report["baselines"].values())
@@ -188,7 +188,7 @@ def test_batch_finishes_what_it_can(tmp_path: Path, phantom_files: dict[str, Pat
     assert status == {"broken": "failed", "good": "done"}
     assert (out / "good" / "report.json").is_file() and not (out / "broken").exists()
     # the summary is written after every case, so a batch killed half-way leaves one for what it finished
-    from LAScarSegLib.batch import run_batch
+    from LAScarSegLib.app.batch import run_batch
 
     seen: list[int] = []
     run_batch(folder, tmp_path / "again", log=lambda line: seen.append(
@@ -204,14 +204,17 @@ def test_full_field_of_view_finds_the_la_by_coarse_localisation_then_a_fine_pass
     (LA Dice 0.00 without the fine passes, and 0.00 with one pass around the most certain)."""
     ph = make_phantom(50_008, full_fov=True)
     result = segment(ph.image, la_label=ph.la, device="cpu")
-    warnings = result.report["warnings"]
+    warnings = result.report.warnings
     notes = [w for w in warnings if w.startswith("coarse localisation: the largest")]
     assert len(notes) == 1 and "ran through the whole slab" in notes[0], warnings
     assert any(w.startswith("coarse localisation: 3 candidates checked") for w in warnings), warnings
     assert not [w for w in warnings if w.startswith("the kept LA component")]  # no doubt left
-    assert result.report["metrics"]["la"]["dice"] > 0.9
+    assert result.report.metrics["la"]["dice"] > 0.9
     # the first pass alone keeps a blood pool: the fine passes are what find the LA
-    from LAScarSegLib.predict import component_warning, la_mask, load_for_inference, predict
+    from LAScarSegLib.infer.localise import component_warning
+    from LAScarSegLib.infer.masks import la_mask
+    from LAScarSegLib.model.loading import load_for_inference
+    from LAScarSegLib.infer.predict import predict
 
     coarse = predict(load_for_inference(None, "cpu"), ph.image)
     assert component_warning(coarse.la) is not None
@@ -224,8 +227,8 @@ def test_metrics_in_the_box_equal_the_whole_grid() -> None:
     on a phantom padded by 30 mm of background, the numbers are those of the whole grid."""
     from scipy import ndimage
 
-    from LAScarSegLib.distance import wall_band
-    from LAScarSegLib.pipeline import measure_against_labels
+    from LAScarSegLib.core.distance import wall_band
+    from LAScarSegLib.quantify.readout import measure_against_labels
 
     ph = make_phantom(3)
     pad = 48  # voxels each side in x and y (30 mm at 0.625 mm), 24 slices in z
@@ -251,16 +254,16 @@ def test_metrics_in_the_box_equal_the_whole_grid() -> None:
 def test_baselines_on_the_manual_la(phantom_files: dict[str, Path]) -> None:
     """The paper's LAM+Otsu / LAM+MGMM: baselines on the manual LA (its own surface), scored as the
     network is; they are recorded as such and cannot be shown on the predicted LA's surface."""
-    from LAScarSegLib.errors import InputError
-    from LAScarSegLib.pipeline import with_baseline_scar
+    from LAScarSegLib.core.errors import InputError
+    from LAScarSegLib.quantify.readout import with_baseline_scar
 
     files = {k: str(v) for k, v in phantom_files.items()}
     result = segment(files["image"], la_label=files["la"], scar_label=files["scar"], baselines=["gmm", "iir-1.20"],
                      baselines_on="manual")
-    entries = result.report["baselines"]
+    entries = result.report.baselines
     assert set(entries) == {"gmm", "iir-1.20"} and all(set(e) == {"burden_surface_pct", "metrics"} for e in entries.values())
     assert {r.info["la"] for r in result.baselines.values()} == {"manual"}
-    assert any("baselines ran on the manual LA" in w for w in result.report["warnings"])
+    assert any("baselines ran on the manual LA" in w for w in result.report.warnings)
     truth_la = read_image(phantom_files["la"]).array > 0
     band = result.baselines["gmm"].wall_band.array.astype(bool)
     assert not (band & truth_la).any()  # the wall band is the manual LA's (outside it), not the prediction's

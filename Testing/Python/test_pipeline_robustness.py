@@ -20,11 +20,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from LAScarSegLib.cli import main
-from LAScarSegLib.export import export_checkpoint
-from LAScarSegLib.image import Geometry, Volume, write_volume
-from LAScarSegLib.network import ModelConfig, build_model
-from LAScarSegLib.phantom import make_phantom
+from LAScarSegLib.app.cli import main
+from LAScarSegLib.train.export import export_checkpoint
+from LAScarSegLib.core.image import Geometry, Volume, write_volume
+from LAScarSegLib.model.network import ModelConfig, build_model
+from LAScarSegLib.synth.phantom import make_phantom
 
 
 def _export(folder: Path, name: str, heads: tuple[str, ...] = ("la", "scar"), la_bias: float | None = None) -> Path:
@@ -106,8 +106,8 @@ def test_bad_input_exits_2_and_writes_nothing(case: str, inputs: dict[str, Path]
 
 def test_no_la_writes_no_empty_mesh(inputs: dict[str, Path], tmp_path: Path) -> None:
     """Through the library too: the job stops with the reason instead of producing an empty surface."""
-    from LAScarSegLib.errors import InputError
-    from LAScarSegLib.pipeline import run_segment
+    from LAScarSegLib.core.errors import InputError
+    from LAScarSegLib.app.pipeline import run_segment
 
     with pytest.raises(InputError, match="no left atrium found"):
         run_segment(inputs["image"], tmp_path / "out", model=str(inputs["never"]), device="cpu")

@@ -9,19 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from LAScarSegLib.errors import InputError, ModelError
-from LAScarSegLib.export import card_markdown, export_checkpoint, load_model, register
-from LAScarSegLib.image import Geometry, Volume, write_volume
-from LAScarSegLib.network import ModelConfig, build_model
-from LAScarSegLib.predict import (
-    LoadedModel,
-    component_warning,
-    la_mask,
-    load_for_inference,
-    predict,
-    require_heads,
-    scar_mask,
-)
+from LAScarSegLib.core.errors import InputError, ModelError
+from LAScarSegLib.model.card import card_markdown
+from LAScarSegLib.train.export import export_checkpoint
+from LAScarSegLib.model.loading import load_model
+from LAScarSegLib.model.registry import register
+from LAScarSegLib.core.image import Geometry, Volume, write_volume
+from LAScarSegLib.model.network import ModelConfig, build_model
+from LAScarSegLib.model.loading import LoadedModel, load_for_inference, require_heads
+from LAScarSegLib.infer.localise import component_warning
+from LAScarSegLib.infer.masks import la_mask, scar_mask
+from LAScarSegLib.infer.predict import predict
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +76,8 @@ def test_predict_follows_the_card_and_returns_input_grid(tiny_model: Path) -> No
 def test_a_card_without_what_inference_needs_is_refused_clearly(tiny_model: Path, tmp_path: Path) -> None:
     """CONTRACTS section 3: the card is authoritative, so a card that lacks a value the pipeline
     takes from it is a ModelError naming that value (exit 2 from the command line), not a KeyError."""
-    from LAScarSegLib.cli import main
-    from LAScarSegLib.network import load_scripted, save_scripted
+    from LAScarSegLib.app.cli import main
+    from LAScarSegLib.model.network import load_scripted, save_scripted
 
     module, card = load_scripted(tiny_model)
     bad = dict(card, divisor=0, normalisation="minmax")
@@ -108,7 +106,7 @@ def test_la_mask_keeps_the_largest_component_and_scar_lies_in_the_band() -> None
     stray[5:7, 10:20, 10:20] = 0.9  # 200 voxels of 2 mm^3: 0.4 mL, no atrium
     with pytest.raises(InputError, match=r"no left atrium found \(the largest candidate is 0.40 mL, under 1 mL\)"):
         la_mask(Volume(stray, geom, "stray.nii.gz"))
-    from LAScarSegLib.predict import Prediction
+    from LAScarSegLib.infer.masks import Prediction
 
     p_scar = np.ones(geom.shape, np.float32)
     p_normal = np.zeros(geom.shape, np.float32)
@@ -119,7 +117,7 @@ def test_la_mask_keeps_the_largest_component_and_scar_lies_in_the_band() -> None
 
 def test_cuda_out_of_memory_falls_back_to_cpu(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No GPU here: the CUDA run is stood in for by a sliding window that runs out of memory."""
-    import LAScarSegLib.predict as predict_module
+    from LAScarSegLib.infer.predict import predict as predict_module
 
     real = predict_module.sliding_window
     devices: list[str] = []

@@ -13,11 +13,10 @@ from vtkmodules.util import numpy_support as ns
 from vtkmodules.vtkCommonCore import vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
 
-from LAScarSegLib.distance import inner_boundary
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import Geometry, Volume
-from LAScarSegLib.projection import (band_offsets, classify_along_normals, evaluation_surface, la_surface_mesh,
-                                     mesh_points_normals, project, project_on_mesh, surface_burden_pct)
+from LAScarSegLib.core.distance import inner_boundary
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume
+from LAScarSegLib.quantify.projection import band_offsets, classify_along_normals, evaluation_surface, la_surface_mesh, mesh_points_normals, project, project_on_mesh, surface_burden_pct
 
 R = 12.0  # sphere radius, mm
 
@@ -259,7 +258,7 @@ def test_surface_file_is_lz4_compressed_and_reads_back(sphere, mesh, tmp_path) -
     """`pipeline.write_surface`: binary VTK XML with LZ4, readable by VTK's reader (as Slicer's is)."""
     from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
 
-    from LAScarSegLib.pipeline import write_surface
+    from LAScarSegLib.app.pipeline import write_surface
 
     wall = sphere.vol(sphere.shell(R, R + 3.0))
     out = project_on_mesh(mesh, wall, wall.with_array(wall.array * np.float32(0.8)))
@@ -282,7 +281,7 @@ def test_surface_file_is_lz4_compressed_and_reads_back(sphere, mesh, tmp_path) -
 
 def test_classify_pairs_on_shared_and_separate_grids(sphere) -> None:
     """Several pairs in one pass, and a pair whose scar and wall lie on different grids, label as one by one."""
-    from LAScarSegLib.projection import classify_pairs
+    from LAScarSegLib.quantify.projection import classify_pairs
 
     points, normals = evaluation_surface(sphere.la)
     wall = sphere.shell(R, R + 3.0)

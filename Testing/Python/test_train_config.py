@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.train_config import CPU_DEFAULT, TrainConfig, departures, make_config
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.train.train_config import CPU_DEFAULT, TrainConfig, departures, make_config
 
 
 def test_paper_recipe_is_the_paper() -> None:

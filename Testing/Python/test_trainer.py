@@ -12,16 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from LAScarSegLib.errors import InputError, ModelError
-from LAScarSegLib.train_config import make_config
-from LAScarSegLib.trainer import (
-    FULL_FOV_PHANTOM_SEED0,
-    initial_weights,
-    load_checkpoint,
-    load_training_cases,
-    make_split,
-    train,
-)
+from LAScarSegLib.core.errors import InputError, ModelError
+from LAScarSegLib.train.train_config import make_config
+from LAScarSegLib.synth.seeds import FULL_FOV_PHANTOM_SEED0
+from LAScarSegLib.train.checkpoints import initial_weights, load_checkpoint
+from LAScarSegLib.train.trainer import load_training_cases, make_split, train
 
 HERE = Path(__file__).resolve().parent
 TINY = ["data=[]", "phantoms=2", "val_phantoms=1", "val_cases=0", "patch_size=[32,32,32]", "levels=3",
@@ -80,8 +75,8 @@ def test_resume_continues_and_existing_run_is_refused(first_run: Path, tmp_path:
 
 
 def test_fine_tune_from_an_exported_model(first_run: Path, tmp_path: Path) -> None:
-    from LAScarSegLib.export import export_checkpoint
-    from LAScarSegLib.network import load_scripted
+    from LAScarSegLib.train.export import export_checkpoint
+    from LAScarSegLib.model.network import load_scripted
 
     model_file = export_checkpoint(first_run / "best.pt", tmp_path / "m.pt", name="tiny", version="0")
     _module, card = load_scripted(model_file)
@@ -102,8 +97,8 @@ def test_fine_tune_from_an_exported_model(first_run: Path, tmp_path: Path) -> No
 
 def test_export_cli_writes_the_card_from_the_run_and_its_evaluation(first_run: Path, tmp_path: Path) -> None:
     """export reads what the run used (split, config, rates) and the evaluation it is given."""
-    from LAScarSegLib.cli import main
-    from LAScarSegLib.network import load_scripted
+    from LAScarSegLib.app.cli import main
+    from LAScarSegLib.model.network import load_scripted
 
     plain = tmp_path / "plain.pt"
     assert main(["export", str(first_run / "best.pt"), "--out", str(plain)]) == 0
@@ -132,7 +127,7 @@ def test_export_cli_writes_the_card_from_the_run_and_its_evaluation(first_run: P
 
 
 def test_lascarseg_train_cli_reports_bad_config(tmp_path: Path) -> None:
-    from LAScarSegLib.cli import main
+    from LAScarSegLib.app.cli import main
 
     assert main(["train", "--out", str(tmp_path / "r"), "learning_rate=1"]) == 2
     assert main(["train", "--out", str(tmp_path / "r"), "--variant", "nope"]) == 2
@@ -144,8 +139,8 @@ def _write_scar_free_lascarqs(root: Path, seeds: tuple[int, ...]) -> Path:
     """LAScarQS 2022 cases whose manual scar label is empty (a patient without scar)."""
     import numpy as np
 
-    from LAScarSegLib.image import write_volume
-    from LAScarSegLib.phantom import make_phantom
+    from LAScarSegLib.core.image import write_volume
+    from LAScarSegLib.synth.phantom import make_phantom
 
     for seed in seeds:
         ph = make_phantom(seed, burden=0.0)
@@ -159,7 +154,7 @@ def _write_scar_free_lascarqs(root: Path, seeds: tuple[int, ...]) -> Path:
 def test_scar_free_cases_train_without_nan_and_a_bad_case_is_named(tmp_path: Path) -> None:
     import math
 
-    from LAScarSegLib.image import Geometry, Volume, read_label, write_volume
+    from LAScarSegLib.core.image import Geometry, Volume, read_label, write_volume
 
     root = _write_scar_free_lascarqs(tmp_path / "qs", (41, 42))
     data = [{"root": str(root), "layout": "lascarqs2022", "paint_scar": False}]
@@ -186,7 +181,7 @@ def test_scar_free_cases_train_without_nan_and_a_bad_case_is_named(tmp_path: Pat
 @pytest.mark.slow
 def test_distributed_training_two_cpu_processes(tmp_path: Path) -> None:
     """torchrun with gloo: 3 steps on different shards; weights change and agree, BatchNorm too."""
-    from LAScarSegLib.network import ModelConfig, build_model
+    from LAScarSegLib.model.network import ModelConfig, build_model
 
     torch.manual_seed(123)
     init = build_model(ModelConfig(levels=3, base_channels=4)).state_dict()

@@ -6,20 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from LAScarSegLib.datasets import Case
-from LAScarSegLib.distance import wall_band
-from LAScarSegLib.errors import InputError
-from LAScarSegLib.image import Geometry, Volume
-from LAScarSegLib.training_data import (
-    CHANNELS,
-    Augmentation,
-    augment,
-    batch_to_inputs,
-    crop,
-    prepare_case,
-    sample_batch,
-    sample_centre,
-)
+from LAScarSegLib.core.datasets import Case
+from LAScarSegLib.core.distance import wall_band
+from LAScarSegLib.core.errors import InputError
+from LAScarSegLib.core.image import Geometry, Volume
+from LAScarSegLib.train.training_data import CHANNELS, Augmentation, augment, batch_to_inputs, crop, prepare_case, sample_batch, sample_centre
 
 GEOM = Geometry((80, 72, 40), (0.625, 0.625, 1.25), (10.0, -20.0, 5.0))
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from LAScarSegLib.errors import Cancelled, ModelError
-from LAScarSegLib.phantom import make_phantom
-from LAScarSegLib.pipeline import PipelineResult
-from LAScarSegLib.worker import Worker, WorkerError, WorkerRequest, default_launcher
+from LAScarSegLib.core.errors import Cancelled, ModelError
+from LAScarSegLib.synth.phantom import make_phantom
+from LAScarSegLib.quantify.readout import PipelineResult
+from LAScarSegLib.app.worker_client import Worker, WorkerError, WorkerRequest, default_launcher
 
 MODEL = os.environ.get("LASCARSEG_TEST_MODEL") or None  # None: the registered default model
 
@@ -85,13 +85,14 @@ def test_worker_runs_the_pipeline_in_another_process_and_hands_back_the_result(p
     assert result.image.geometry.same_grid(phantom.image.geometry)
     assert result.mesh.GetPointData().GetArray("Scar") is not None
     assert result.mesh.GetPointData().GetArray("ScarProbability") is not None
-    assert result.report["metrics"]["la"]["dice"] > 0.5 and result.prediction is not None
+    assert result.report.metrics["la"]["dice"] > 0.5 and result.prediction is not None
     assert not folder.exists()  # the hand-over folder is removed
     # the run did reach for edt and went on with SciPy's distance transform instead
     assert "edt" in refused.read_text().split()
     # The main thread puts it into the scene as the widget does.
-    from LAScarSegLib import logic_checks
-    from LAScarSegLib.logic import LAScarSegLogic, volume_to_node
+    from LAScarSegLib.slicer import checks as logic_checks
+    from LAScarSegLib.logic import LAScarSegLogic
+    from LAScarSegLib.slicer.mrml import volume_to_node
 
     node = volume_to_node(phantom.image, "lge")
     logic_checks.check_outputs(LAScarSegLogic().addResultToScene(node, result), node)
@@ -179,8 +180,8 @@ def test_no_la_found_comes_back_as_an_input_error() -> None:
     message: the Slicer module shows it as a message, not as a crash."""
     import numpy as np
 
-    from LAScarSegLib.errors import InputError
-    from LAScarSegLib.image import Geometry, Volume
+    from LAScarSegLib.core.errors import InputError
+    from LAScarSegLib.core.image import Geometry, Volume
 
     ramp = np.broadcast_to(np.linspace(0, 1, 32, dtype=np.float32), (48, 40, 32)).copy()  # no structure at all
     image = Volume(ramp, Geometry((32, 40, 48), (1.25, 1.25, 1.25), (0, 0, 0)), "ramp")
