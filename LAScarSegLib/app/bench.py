@@ -14,12 +14,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,7 +47,6 @@ from .pipeline import STAGE_SHARES, run_segment
 def bench_forward(model: str | None = None, shape_zyx: Sequence[int] = (80, 208, 208), repeats: int = 3,
                   device: str = "auto", levels: int | None = None) -> dict[str, Any]:
     """Median/min seconds of one forward pass of the registered (or given, or a fresh) model."""
-
     if levels is not None:  # an untrained network of that depth (speed does not depend on weights)
         dev = pick_device(device)
         module, name = freeze_for_inference(build_model(ModelConfig(levels=levels)), device=dev), f"fresh {levels}-level"
@@ -68,8 +71,6 @@ def bench_forward(model: str | None = None, shape_zyx: Sequence[int] = (80, 208,
 
 def bench_train_step(recipe: str = "cpu-default", iterations: int = 20, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Iterations per second of `recipe` on phantoms (the data pipeline and the step, as trained)."""
-    import tempfile
-
 
     cfg = make_config(recipe, overrides=["data=[]", "phantoms=2", "val_phantoms=0", "val_cases=0",
                                          f"iterations={iterations + 5}", "val_every=100000",
@@ -214,8 +215,6 @@ def bench_pipeline(cases: Sequence[str | PipelineCase] = ("la-centred", "full-fo
     and its registry check, and `targets`. CPU seconds count every thread of the child; on a
     machine shared with other work they stay close to what the job costs while wall seconds grow.
     """
-    import subprocess
-    import tempfile
 
 
     results = []
@@ -305,8 +304,6 @@ def format_pipeline(r: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------- peers
 def _installed(module: str) -> tuple[Any, str | None]:
     """(module, None) when importable, else (None, why): a peer that is absent is skipped, never faked."""
-    import importlib
-
     try:
         return importlib.import_module(module), None
     except Exception as exc:  # noqa: BLE001 - ImportError, or a peer broken by its own dependencies
@@ -371,7 +368,6 @@ def peer_hausdorff(pred: Any, ref: Any) -> dict[str, Any]:
     medpy, why = _installed("medpy.metric.binary")
     if medpy is None:
         return {"peer": "medpy hd/hd95", "skipped": why}
-    from importlib.metadata import version
 
 
     a, b = pred.array.astype(bool), ref.array.astype(bool)

@@ -8,8 +8,10 @@ Each subcommand lives in the module that does the work and registers itself here
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import __version__
@@ -43,7 +45,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
                        description="Train a variant of the paper's Tables 1-2 with a named recipe. Values come "
                        "from the recipe, then --config, then KEY=VALUE overrides (JSON values). "
                        f"Variants: {', '.join(variant_names())}. Recipes: {', '.join(RECIPES)}. "
-                       "Several processes: torchrun --nproc_per_node=N -m LAScarSegLib.cli train ...")
+                       "Several processes: torchrun --nproc_per_node=N -m LAScarSegLib.app.cli train ...")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, curves.png)")
     p.add_argument("--recipe", default="cpu-default", choices=RECIPES)
     p.add_argument("--variant", default=None, help="network variant (default mtl-sesa)")
@@ -57,9 +59,6 @@ def _add_train(sub) -> argparse.ArgumentParser:
 
 
 def _run_train(args) -> int:
-    import json
-
-
     overrides = list(args.overrides)
     if args.variant:
         overrides.append(f"variant={args.variant}")
@@ -90,10 +89,6 @@ def _add_export(sub) -> argparse.ArgumentParser:
 
 
 def _run_export(args) -> int:
-    import json
-    from pathlib import Path
-
-
     ckpt = Path(args.checkpoint)
     extra: dict = {}
     if (ckpt.parent / "split.json").is_file():  # a run folder: the card states what the run used
@@ -133,10 +128,6 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
 
 
 def _run_evaluate(args) -> int:
-    import json
-    from pathlib import Path
-
-
     ids = args.ids or (ids_from_split(args.ids_from) if args.ids_from else None)
     if not args.data and not args.phantoms and not args.full_fov_phantoms:
         raise InputError("nothing to evaluate: give --data, --phantoms N and/or --full-fov-phantoms N")

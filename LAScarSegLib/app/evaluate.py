@@ -21,9 +21,10 @@ from ..core.distance import wall_band
 from ..core.errors import NoLAFound
 from ..core.image import Volume
 from ..infer.localise import predict_localised
-from ..infer.masks import la_mask
+from ..infer.masks import Prediction, la_mask
 from ..model.loading import LoadedModel, load_for_inference
-from ..quantify.readout import PipelineResult, read_out, scar_burdens
+from ..quantify.metrics import la_metrics
+from ..quantify.readout import read_out, scar_burdens
 from ..quantify.report import ModelInfo
 from ..quantify.stages import la_volume_ml, utah_stage
 from ..synth.phantom import Phantom, make_phantom
@@ -41,36 +42,35 @@ def _summary(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _read_out(loaded: LoadedModel, image: Volume, labels: dict[str, Volume],
-              keep_largest: bool = True) -> PipelineResult | None:
-    """The model on `image` through the product's own path (fine passes, LA mask, `read_out`) with
-    `labels` as the manual labels; None when no LA is found (scored as a miss, not a reason to stop)."""
+def _find_la(loaded: LoadedModel, image: Volume, keep_largest: bool = True) -> tuple[Prediction, Volume, int] | None:
+    """The model on `image` as the product runs it (fine passes where the LA is in doubt, then the
+    LA mask): (prediction, LA mask, components removed), or None when no LA is found (scored as a
+    miss, not a reason to stop)."""
     pred = predict_localised(loaded, image, keep_largest=keep_largest)
     try:
         la, removed = la_mask(pred.la, keep_largest)
     except NoLAFound:
         return None
-    card = loaded.card
-    return read_out(image, pred, la, card=card, model=ModelInfo(card["name"], card["version"], loaded.sha256),
-                    labels=labels, components_removed=removed)
+    return pred, la, removed
 
 
 def evaluate_real(loaded: LoadedModel, root: str, ids: Sequence[str] | None, log: Log,
                   keep_largest: bool = True) -> dict[str, Any]:
+    """LA metrics on real cases with manual LA labels (any model with an LA output)."""
     ds = open_dataset(root)
     ids = list(ids) if ids else ds.ids()
     rows = []
     for cid in ids:
         case = ds.load(cid)
         t0 = time.perf_counter()
-        result = _read_out(loaded, case.image, {"la": case.la}, keep_largest)
-        if result is None:  # a miss is a result (Dice 0), not a reason to stop the evaluation
+        found = _find_la(loaded, case.image, keep_largest)
+        if found is None:
             rows.append({"id": cid, "la_found": False, "dice": 0.0, "jaccard": 0.0,
                          "seconds": round(time.perf_counter() - t0, 2)})
             log(f"  {cid}: no LA found (Dice 0)")
             continue
-        m = result.report.metrics["la"]
-        rows.append({"id": cid, "la_found": True, **m, "components_removed": result.report.la.components_removed,
+        m = la_metrics(found[1], case.la)
+        rows.append({"id": cid, "la_found": True, **m, "components_removed": found[2],
                      "seconds": round(time.perf_counter() - t0, 2)})
         log(f"  {cid}: LA Dice {m['dice']:.4f}  HD95 {m['hd95_mm']} mm")
     keys = ["dice", "jaccard", "asd_mm", "hd_mm", "hd95_mm", "asd_vox", "hd95_vox"]
@@ -90,12 +90,20 @@ def phantom_true_burdens(ph: Phantom, wall_band_mm: float) -> dict[str, float]:
             **scar_burdens(ph.la, ph.scar, wall_band(ph.la, wall_band_mm))}
 
 
-def _phantom_row(seed: int, ph: Phantom, result: PipelineResult, wall_mm: float) -> dict[str, Any]:
-    """One phantom's row: LA and scar metrics, and each burden beside the truth measured the same way."""
-    report = result.report
-    row: dict[str, Any] = {"seed": seed, "la_found": True, **{f"la_{k}": v for k, v in report.metrics["la"].items()},
-                           **report.metrics["scar"], "true_burden_pct": ph.info.get("burden_pct")}
-    truth = phantom_true_burdens(ph, wall_mm)
+def _phantom_row(seed: int, ph: Phantom, loaded: LoadedModel, found: tuple[Prediction, Volume, int]) -> dict[str, Any]:
+    """One phantom's row: LA metrics and, for a model with a scar output, the report's scar metrics
+    and each burden beside the truth measured the same way. The report is `read_out`'s, as
+    `segment` makes it, with the phantom's truth as the manual labels."""
+    pred, la, removed = found
+    row: dict[str, Any] = {"seed": seed, "la_found": True, **{f"la_{k}": v for k, v in la_metrics(la, ph.la).items()}}
+    if pred.p_scar is None:  # an LA-only variant
+        return row
+    card = loaded.card
+    report = read_out(ph.image, pred, la, card=card, model=ModelInfo(card["name"], card["version"], loaded.sha256),
+                      labels={"la": ph.la, "scar": ph.scar, "wall": ph.wall}, components_removed=removed).report
+    row.update(report.metrics["scar"])
+    row["true_burden_pct"] = ph.info.get("burden_pct")
+    truth = phantom_true_burdens(ph, float(card["wall_band_mm"]))
     predicted = {"burden_surface_pct": report.scar.burden_surface_pct, "burden_wall_pct": report.scar.burden_wall_pct}
     for kind in ("surface", "wall"):
         key = f"burden_{kind}_pct"
@@ -114,16 +122,17 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
     rows = []
     for seed in seeds:
         ph = make_phantom(seed, full_fov=full_fov)
-        result = _read_out(loaded, ph.image, {"la": ph.la, "scar": ph.scar, "wall": ph.wall})
-        if result is None:  # scored as a miss: LA Dice 0, and no LA surface to score scar on
+        found = _find_la(loaded, ph.image)
+        if found is None:  # scored as a miss: LA Dice 0, and no LA surface to score scar on
             rows.append({"seed": seed, "la_found": False, "la_dice": 0.0, "true_burden_pct": ph.info.get("burden_pct")})
             log(f"  phantom {seed}: no LA found (Dice 0)")
             continue
-        row = _phantom_row(seed, ph, result, float(loaded.card["wall_band_mm"]))
+        row = _phantom_row(seed, ph, loaded, found)
         rows.append(row)
-        log(f"  phantom {seed}: LA Dice {row['la_dice']:.4f}  surface Dice_scar {row['dice_scar']:.4f}  GDice "
-            f"{row['gdice']:.4f}  burden error surface {row['burden_surface_error']:+.1f} / wall "
-            f"{row['burden_wall_error']:+.1f} points, Utah {row['utah_stage']} (truth {row['true_utah_stage']})")
+        log(f"  phantom {seed}: LA Dice {row['la_dice']:.4f}" +
+            (f"  surface Dice_scar {row['dice_scar']:.4f}  GDice {row['gdice']:.4f}  burden error surface "
+             f"{row['burden_surface_error']:+.1f} / wall {row['burden_wall_error']:+.1f} points, Utah "
+             f"{row['utah_stage']} (truth {row['true_utah_stage']})" if "dice_scar" in row else ""))
     keys = ["la_dice", "la_hd95_mm", "accuracy", "dice_scar", "dice_normal", "gdice", "burden_surface_error",
             "burden_wall_error", "utah_stage_agrees"]
     what = "full-field-of-view (640x640x88, LA off centre) " if full_fov else ""

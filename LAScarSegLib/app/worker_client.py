@@ -20,6 +20,7 @@ import os
 import pickle
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -131,7 +132,6 @@ def _leads_own_group(pid: int) -> bool:
 def stop_process_tree(process: subprocess.Popen, kill: bool, group: bool) -> None:
     """Terminate (or kill) `process` and, with `group` (it was started leading a process group, as
     `default_launcher` does), every process of that group: a launcher's child must not outlive Cancel."""
-    import signal
 
     if os.name == "nt":
         if process.poll() is None:  # taskkill /T takes the children along

@@ -17,24 +17,20 @@ The model file (CONTRACTS section 3) is a TorchScript file with the model card e
 extra file ``model_card.json``: `script_model`, `freeze_for_inference`, `save_scripted` and
 `load_scripted`.
 
-Torch is imported inside functions only (CONTRACTS section 1): the `nn.Module` classes are made by
-the cached factory `torch_classes()` on first use. TorchScript compiles them like module-level
-classes: names used in a method body (``torch``, ``F``) are its closure variables, and the
-annotation names ``Tensor``, ``List``, ``Dict`` are known to TorchScript's annotation resolver
-(they are also imported, for readers and linters). Class-level annotations are avoided: under
-``from __future__ import annotations`` TorchScript cannot resolve them in a local class.
+The `nn.Module` classes (`ConvBlock`, `Encoder`, `UpStage`, `Decoder`, `UNet`) are module-level
+classes, so TorchScript resolves the names their methods use (``torch``, ``F``, ``Tensor``,
+``List``, ``Dict``) from this module's globals.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import copy
 import json
 import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -126,125 +122,125 @@ def _groups(channels: int, max_groups: int = 8) -> int:
     return 1
 
 
-@functools.lru_cache(None)
-def torch_classes() -> SimpleNamespace:
-    """The nn.Module classes (ConvBlock, Encoder, UpStage, Decoder, UNet), made once, on first use."""
-    def make_norm(kind: str, channels: int) -> nn.Module:
-        if kind == "batch":
-            return nn.BatchNorm3d(channels)
-        if kind == "instance":
-            return nn.InstanceNorm3d(channels, affine=True)
-        return nn.GroupNorm(_groups(channels), channels)
+def _make_norm(kind: str, channels: int) -> nn.Module:
+    """The normalisation layer of `kind` ("batch", "instance" or "group") for `channels` channels."""
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    return nn.GroupNorm(_groups(channels), channels)
 
-    class ConvBlock(nn.Module):
-        """Two [Conv3d 3x3x3 + norm + ReLU]."""
 
-        def __init__(self, cin: int, cout: int, norm: str):
-            super().__init__()
-            self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
-            self.norm1 = make_norm(norm, cout)
-            self.conv2 = nn.Conv3d(cout, cout, 3, padding=1)
-            self.norm2 = make_norm(norm, cout)
+class ConvBlock(nn.Module):
+    """Two [Conv3d 3x3x3 + norm + ReLU]."""
 
-        def forward(self, x: Tensor) -> Tensor:
-            # In-place ReLU: no extra full-size tensor (BatchNorm's backward does not need its output).
-            x = F.relu(self.norm1(self.conv1(x)), inplace=True)
-            return F.relu(self.norm2(self.conv2(x)), inplace=True)
+    def __init__(self, cin: int, cout: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
+        self.norm1 = _make_norm(norm, cout)
+        self.conv2 = nn.Conv3d(cout, cout, 3, padding=1)
+        self.norm2 = _make_norm(norm, cout)
 
-    class Encoder(nn.Module):
-        """The shared encoder; returns the feature of every level, finest first."""
+    def forward(self, x: Tensor) -> Tensor:
+        # In-place ReLU: no extra full-size tensor (BatchNorm's backward does not need its output).
+        x = F.relu(self.norm1(self.conv1(x)), inplace=True)
+        return F.relu(self.norm2(self.conv2(x)), inplace=True)
 
-        def __init__(self, channels: tuple[int, ...], norm: str):
-            super().__init__()
-            cins = (1,) + tuple(channels[:-1])
-            self.blocks = nn.ModuleList([ConvBlock(ci, co, norm) for ci, co in zip(cins, channels)])
 
-        def forward(self, x: Tensor) -> List[Tensor]:
-            feats: List[Tensor] = []
-            for i, block in enumerate(self.blocks):
-                if i > 0:
-                    x = F.max_pool3d(x, 2)
-                x = block(x)
-                feats.append(x)
-            return feats
+class Encoder(nn.Module):
+    """The shared encoder; returns the feature of every level, finest first."""
 
-    class UpStage(nn.Module):
-        """ConvTranspose3d(2, stride 2), concatenation with the skip feature, ConvBlock."""
+    def __init__(self, channels: tuple[int, ...], norm: str):
+        super().__init__()
+        cins = (1,) + tuple(channels[:-1])
+        self.blocks = nn.ModuleList([ConvBlock(ci, co, norm) for ci, co in zip(cins, channels)])
 
-        def __init__(self, cin: int, cskip: int, cout: int, norm: str):
-            super().__init__()
-            self.up = nn.ConvTranspose3d(cin, cout, 2, stride=2)
-            self.block = ConvBlock(cout + cskip, cout, norm)
+    def forward(self, x: Tensor) -> List[Tensor]:
+        feats: List[Tensor] = []
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = F.max_pool3d(x, 2)
+            x = block(x)
+            feats.append(x)
+        return feats
 
-        def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-            return self.block(torch.cat([self.up(x), skip], dim=1))
 
-    class Decoder(nn.Module):
-        """One head's decoder: up stages from the deepest level, then a 1x1x1 output conv."""
+class UpStage(nn.Module):
+    """ConvTranspose3d(2, stride 2), concatenation with the skip feature, ConvBlock."""
 
-        def __init__(self, enc_channels: tuple[int, ...], dec_channels: tuple[int, ...], out_channels: int, norm: str):
-            super().__init__()
-            stages = []
-            cin = enc_channels[-1]
-            for level in range(len(enc_channels) - 2, -1, -1):
-                stages.append(UpStage(cin, enc_channels[level], dec_channels[level], norm))
-                cin = dec_channels[level]
-            self.stages = nn.ModuleList(stages)
-            self.out = nn.Conv3d(cin, out_channels, 1)
+    def __init__(self, cin: int, cskip: int, cout: int, norm: str):
+        super().__init__()
+        self.up = nn.ConvTranspose3d(cin, cout, 2, stride=2)
+        self.block = ConvBlock(cout + cskip, cout, norm)
 
-        def forward(self, feats: List[Tensor]) -> Tensor:
-            n = len(feats)
-            x = feats[n - 1]
-            for i, stage in enumerate(self.stages):
-                x = stage(x, feats[n - 2 - i])
-            return self.out(x)
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        return self.block(torch.cat([self.up(x), skip], dim=1))
 
-    class UNet(nn.Module):
-        """Shared encoder, one decoder per head; forward returns a dict of logits per head."""
 
-        def __init__(self, config: ModelConfig):
-            super().__init__()
-            self.divisor = config.divisor
-            self.encoder = Encoder(config.channels, config.norm)
-            self.decoders = nn.ModuleDict(
-                {
-                    head: Decoder(config.channels, config.decoder_channels(head), HEAD_CHANNELS[head], config.norm)
-                    for head in config.heads
-                }
+class Decoder(nn.Module):
+    """One head's decoder: up stages from the deepest level, then a 1x1x1 output conv."""
+
+    def __init__(self, enc_channels: tuple[int, ...], dec_channels: tuple[int, ...], out_channels: int, norm: str):
+        super().__init__()
+        stages = []
+        cin = enc_channels[-1]
+        for level in range(len(enc_channels) - 2, -1, -1):
+            stages.append(UpStage(cin, enc_channels[level], dec_channels[level], norm))
+            cin = dec_channels[level]
+        self.stages = nn.ModuleList(stages)
+        self.out = nn.Conv3d(cin, out_channels, 1)
+
+    def forward(self, feats: List[Tensor]) -> Tensor:
+        n = len(feats)
+        x = feats[n - 1]
+        for i, stage in enumerate(self.stages):
+            x = stage(x, feats[n - 2 - i])
+        return self.out(x)
+
+
+class UNet(nn.Module):
+    """Shared encoder, one decoder per head; forward returns a dict of logits per head."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.divisor = config.divisor
+        self.encoder = Encoder(config.channels, config.norm)
+        self.decoders = nn.ModuleDict(
+            {
+                head: Decoder(config.channels, config.decoder_channels(head), HEAD_CHANNELS[head], config.norm)
+                for head in config.heads
+            }
+        )
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        if x.dim() != 5 or x.size(1) != 1:
+            raise ValueError(
+                "LAScarSeg network input must be [B, 1, Z, Y, X], got shape {}".format(list(x.shape))
             )
+        d = self.divisor
+        if x.size(2) % d != 0 or x.size(3) % d != 0 or x.size(4) % d != 0:
+            raise ValueError(
+                "LAScarSeg network input spatial size (z, y, x) = ({}, {}, {}) is not divisible by {}; "
+                "pad or crop each size to a multiple of {}".format(x.size(2), x.size(3), x.size(4), d, d)
+            )
+        feats = self.encoder(x)
+        out: Dict[str, Tensor] = {}
+        for name, decoder in self.decoders.items():
+            out[name] = decoder(feats)
+        return out
 
-        def forward(self, x: Tensor) -> Dict[str, Tensor]:
-            if x.dim() != 5 or x.size(1) != 1:
-                raise ValueError(
-                    "LAScarSeg network input must be [B, 1, Z, Y, X], got shape {}".format(list(x.shape))
-                )
-            d = self.divisor
-            if x.size(2) % d != 0 or x.size(3) % d != 0 or x.size(4) % d != 0:
-                raise ValueError(
-                    "LAScarSeg network input spatial size (z, y, x) = ({}, {}, {}) is not divisible by {}; "
-                    "pad or crop each size to a multiple of {}".format(x.size(2), x.size(3), x.size(4), d, d)
-                )
-            feats = self.encoder(x)
-            out: Dict[str, Tensor] = {}
-            for name, decoder in self.decoders.items():
-                out[name] = decoder(feats)
-            return out
-
-        def forward_heads(self, x: Tensor, heads: List[str]) -> Dict[str, Tensor]:
-            """Only the named heads' decoders (training: a step whose loss reads only the LA head
-            need not run the scar decoder, about half the step's time). Not part of the exported
-            TorchScript interface."""
-            feats = self.encoder(x)
-            return {name: self.decoders[name](feats) for name in heads}
-
-    # The names TorchScript must resolve inside the methods above (they are closure variables).
-    return SimpleNamespace(ConvBlock=ConvBlock, Encoder=Encoder, UpStage=UpStage, Decoder=Decoder, UNet=UNet)
+    def forward_heads(self, x: Tensor, heads: List[str]) -> Dict[str, Tensor]:
+        """Only the named heads' decoders (training: a step whose loss reads only the LA head
+        need not run the scar decoder, about half the step's time). Not part of the exported
+        TorchScript interface."""
+        feats = self.encoder(x)
+        return {name: self.decoders[name](feats) for name in heads}
 
 
-def build_model(config: ModelConfig | None = None):
+def build_model(config: ModelConfig | None = None) -> UNet:
     """A freshly initialised network (torch.nn.Module, training mode) for `config`."""
     config = config or ModelConfig()
-    return torch_classes().UNet(config)
+    return UNet(config)
 
 
 def count_parameters(model, trainable_only: bool = False) -> int:
@@ -262,9 +258,6 @@ def _quiet_torchscript():
 
 def script_model(model):
     """TorchScript of `model` in eval mode (the model itself is left as it was)."""
-    import copy
-
-
     m = copy.deepcopy(model).eval()
     with _quiet_torchscript():
         return torch.jit.script(m)
@@ -282,9 +275,6 @@ def freeze_for_inference(model, channels_last: bool = True, device: str = "cpu")
     eager 12.1 s, scripted 10.6 s, frozen 9.6 s, eager channels_last 6.4 s, frozen channels_last
     5.6 s (medians of 5). Input needs no conversion: with one channel both layouts coincide.
     """
-    import copy
-
-
     m = copy.deepcopy(model).eval()
     with _quiet_torchscript(), warnings.catch_warnings():
         # Module._apply on a ScriptModule reads .grad of its (non-leaf) parameters and warns.
@@ -348,6 +338,9 @@ def load_scripted(path: str | os.PathLike, map_location: Any = "cpu"):
 
 
 __all__ = [
+    "ConvBlock",
+    "Decoder",
+    "Encoder",
     "HEAD_CHANNELS",
     "ModelConfig",
     "NORMS",
@@ -357,5 +350,6 @@ __all__ = [
     "load_scripted",
     "save_scripted",
     "script_model",
-    "torch_classes",
+    "UNet",
+    "UpStage",
 ]

@@ -368,21 +368,33 @@ def _burden(point_scar: np.ndarray, areas: np.ndarray) -> float:
     return 100.0 * float(areas[point_scar.astype(bool)].sum()) / total
 
 
-def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = None,
-                  iir_thresholds: Sequence[float] = DEFAULT_IIR_THRESHOLDS, sd_k: Sequence[float] = DEFAULT_SD_K,
-                  wall_band_mm: float = DEFAULT_WALL_BAND_MM, band_mm: tuple[float, float] = PRODUCT_BAND_MM,
-                  step_mm: float = DEFAULT_STEP_MM, mesh: Any = None, zero_level_value: float | None = None,
-                  blood_pool_erosion_mm: float = BLOOD_POOL_EROSION_MM) -> dict[str, BaselineResult]:
-    """Run the named baselines (all configured ones when `methods` is None) on one image and LA.
+@dataclass(frozen=True)
+class _BaselineInputs:
+    """What every method of one `run_baselines` call shares: image, LA, blood pool, z0, mesh, wall band."""
+    image: Volume
+    la: Volume
+    blood_pool: BloodPool
+    z0: float
+    points: np.ndarray
+    normals: np.ndarray
+    areas: np.ndarray
+    band: Volume
+    band_mm: tuple[float, float]
+    step_mm: float
+    common: dict[str, Any]  # the info every result carries
 
-    image: LGE intensities, any scale (module docstring: ratios are taken above z0).
-    la: 0/1 LA on the image grid (given or predicted). mesh: its surface from
-    `projection.la_surface_mesh` (built here when None). zero_level_value: z0 in image units;
-    None is the image's 0.5th percentile, 0.0 the plain ratio of raw magnitude images.
-    Returns {method: BaselineResult} in the order asked. Unknown names raise `InputError`
-    listing the known ones.
+    def iir_of(self, intensity: float) -> float:
+        """The intensity ratio of an image intensity: (I - z0) / (blood-pool mean - z0)."""
+        return (intensity - self.z0) / (self.blood_pool.mean - self.z0)
+
+
+def _resolve_methods(methods: Sequence[str] | None, iir_thresholds: Sequence[float],
+                     sd_k: Sequence[float]) -> tuple[list[str], list[float], list[float]]:
+    """The asked names, canonical and without repeats, with the IIR thresholds and SD multipliers to run.
+
+    A name with another threshold than the configured ones (iir-1.32, mean+2.8sd) adds that threshold,
+    so any positive value can be asked by name. None asks for every configured method.
     """
-
     iir_t = list(_check_positive(iir_thresholds, "IIR thresholds"))
     ks = list(_check_positive(sd_k, "SD multipliers k"))
     asked = [] if methods is None else [str(m).strip() for m in methods]
@@ -399,17 +411,94 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
     if unknown:
         raise InputError(f"unknown baseline method(s) {unknown}; known: {', '.join(known)}, or iir-<threshold> "
                          "and mean+<k>sd with other positive values")
-    asked = list(dict.fromkeys(asked))
-    _same_grid(image, la)
-    la_m = _mask(la, "LA mask")
-    if not la_m.any():
-        raise InputError(f"{la.source or 'LA mask'}: LA mask is empty; no baseline can run")
+    return list(dict.fromkeys(asked)), iir_t, ks
 
-    bp = blood_pool_stats(image, la, blood_pool_erosion_mm)
+
+def _blood_pool_and_zero_level(image: Volume, la: Volume, erosion_mm: float,
+                               zero_level_value: float | None) -> tuple[BloodPool, float]:
+    """Check the image and LA, and give the blood pool and the zero level z0 the ratios are taken above."""
+    _same_grid(image, la)
+    if not _mask(la, "LA mask").any():
+        raise InputError(f"{la.source or 'LA mask'}: LA mask is empty; no baseline can run")
+    bp = blood_pool_stats(image, la, erosion_mm)
     z0 = zero_level(image) if zero_level_value is None else float(zero_level_value)
     if not bp.mean > z0:
         raise InputError(f"{image.source or 'image'}: blood-pool mean {bp.mean:.4g} is not above the zero-signal "
                          f"level {z0:.4g}; intensity ratios are undefined (is this an LGE image?)")
+    return bp, z0
+
+
+def _surface_results(inp: _BaselineInputs, names: list[str], iir_t: list[float],
+                     ks: list[float]) -> dict[str, BaselineResult]:
+    """The asked surface methods: thresholds on each mesh point's projected 3x3x3 maximum."""
+    bp, z0, points = inp.blood_pool, inp.z0, inp.points
+    shifted = wall_max_projection(inp.image, points, inp.normals, inp.band_mm, inp.step_mm, z0).astype(np.float64)
+    iir = shifted / (bp.mean - z0)
+    intensity = shifted + z0  # projected 3x3x3 max in image units
+
+    def result(name: str, scar: np.ndarray, thr: float, info: dict[str, Any], values: np.ndarray) -> BaselineResult:
+        return BaselineResult(name, SURFACE_KIND, scar, _burden(scar, inp.areas), thr, {**inp.common, **info},
+                              scar_mask=point_scar_to_voxels(inp.band, points, scar), point_values=values,
+                              points=points, normals=inp.normals, wall_band=inp.band)
+
+    out: dict[str, BaselineResult] = {}
+    for t in iir_t:
+        name = _iir_name(t)
+        if name in names:
+            out[name] = result(name, (iir > t).astype(np.uint8), z0 + t * (bp.mean - z0), {"iir_threshold": t}, iir)
+    for k in ks:
+        name = _sd_name(k)
+        if name in names:
+            thr = bp.mean + k * bp.sd
+            out[name] = result(name, (intensity > thr).astype(np.uint8), thr,
+                               {"sd_k": k, "iir_equivalent": inp.iir_of(thr)}, intensity)
+    return out
+
+
+def _voxel_results(inp: _BaselineInputs, names: list[str], wall_band_mm: float) -> dict[str, BaselineResult]:
+    """The asked voxel methods ("otsu", "gmm"): a threshold of the wall-band intensities, projected onto the mesh."""
+    band = inp.band.array.astype(bool)
+    arr = np.asarray(inp.image.array)
+    vals = arr[band].astype(np.float64)
+    n_wall = int(band.sum())
+    vcommon = {**inp.common, "wall_band_mm": float(wall_band_mm), "wall_voxels": n_wall}
+    out: dict[str, BaselineResult] = {}
+    for name in names:
+        info = dict(vcommon)
+        if name == "otsu":
+            thr: float | None = otsu_threshold(vals)
+        else:
+            fit = fit_gmm_1d(vals, 3)
+            thr = gmm_scar_threshold(fit, float(vals.max()))
+            info["gmm"] = fit.as_dict()
+        scar = band & (arr > thr) if thr is not None else np.zeros_like(band)
+        n_scar = int(scar.sum())
+        info.update({"scar_voxels": n_scar, "burden_wall_pct": 100.0 * n_scar / n_wall,
+                     "iir_equivalent": None if thr is None else inp.iir_of(thr)})
+        point = _project_mask(scar, inp.la.geometry, inp.points, inp.normals, inp.band_mm,
+                              inp.step_mm).astype(np.uint8)
+        out[name] = BaselineResult(name, VOXEL_KIND, point, _burden(point, inp.areas), thr, info,
+                                   scar_mask=inp.la.with_array(scar.astype(np.uint8)), points=inp.points,
+                                   normals=inp.normals, wall_band=inp.band)
+    return out
+
+
+def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = None,
+                  iir_thresholds: Sequence[float] = DEFAULT_IIR_THRESHOLDS, sd_k: Sequence[float] = DEFAULT_SD_K,
+                  wall_band_mm: float = DEFAULT_WALL_BAND_MM, band_mm: tuple[float, float] = PRODUCT_BAND_MM,
+                  step_mm: float = DEFAULT_STEP_MM, mesh: Any = None, zero_level_value: float | None = None,
+                  blood_pool_erosion_mm: float = BLOOD_POOL_EROSION_MM) -> dict[str, BaselineResult]:
+    """Run the named baselines (all configured ones when `methods` is None) on one image and LA.
+
+    image: LGE intensities, any scale (module docstring: ratios are taken above z0).
+    la: 0/1 LA on the image grid (given or predicted). mesh: its surface from
+    `projection.la_surface_mesh` (built here when None). zero_level_value: z0 in image units;
+    None is the image's 0.5th percentile, 0.0 the plain ratio of raw magnitude images.
+    Returns {method: BaselineResult} in the order asked. Unknown names raise `InputError`
+    listing the known ones.
+    """
+    asked, iir_t, ks = _resolve_methods(methods, iir_thresholds, sd_k)
+    bp, z0 = _blood_pool_and_zero_level(image, la, blood_pool_erosion_mm, zero_level_value)
     if mesh is None:
         mesh = la_surface_mesh(la)
     points, normals = mesh_points_normals(mesh)
@@ -419,56 +508,17 @@ def run_baselines(image: Volume, la: Volume, *, methods: Sequence[str] | None = 
               "zero_level": z0, "zero_level_rule": "given" if zero_level_value is not None
               else f"{ZERO_PERCENTILE}th intensity percentile",
               "band_mm": [float(band_mm[0]), float(band_mm[1])], "step_mm": float(step_mm)}
-
-    out: dict[str, BaselineResult] = {}
     band_v = wall_band(la, wall_band_mm)
     if not band_v.array.any():
         raise InputError(f"{la.source or 'LA mask'}: the wall band of the LA is empty")
+    inp = _BaselineInputs(image, la, bp, z0, points, normals, areas, band_v, band_mm, step_mm, common)
+    out: dict[str, BaselineResult] = {}
     surface = [m for m in asked if m not in VOXEL_METHODS]
     if surface:
-        shifted = wall_max_projection(image, points, normals, band_mm, step_mm, z0).astype(np.float64)
-        iir = shifted / (bp.mean - z0)
-        intensity = shifted + z0  # projected 3x3x3 max in image units
-        for t in iir_t:
-            name = _iir_name(t)
-            if name in surface:
-                scar = (iir > t).astype(np.uint8)
-                out[name] = BaselineResult(name, SURFACE_KIND, scar, _burden(scar, areas),
-                                           z0 + t * (bp.mean - z0), {**common, "iir_threshold": t},
-                                           scar_mask=point_scar_to_voxels(band_v, points, scar),
-                                           point_values=iir, points=points, normals=normals, wall_band=band_v)
-        for k in ks:
-            name = _sd_name(k)
-            if name in surface:
-                thr = bp.mean + k * bp.sd
-                scar = (intensity > thr).astype(np.uint8)
-                out[name] = BaselineResult(name, SURFACE_KIND, scar, _burden(scar, areas), thr,
-                                           {**common, "sd_k": k, "iir_equivalent": (thr - z0) / (bp.mean - z0)},
-                                           scar_mask=point_scar_to_voxels(band_v, points, scar),
-                                           point_values=intensity, points=points, normals=normals, wall_band=band_v)
+        out.update(_surface_results(inp, surface, iir_t, ks))
     voxel = [m for m in asked if m in VOXEL_METHODS]
     if voxel:
-        band = band_v.array.astype(bool)
-        arr = np.asarray(image.array)
-        vals = arr[band].astype(np.float64)
-        n_wall = int(band.sum())
-        vcommon = {**common, "wall_band_mm": float(wall_band_mm), "wall_voxels": n_wall}
-        for name in voxel:
-            info = dict(vcommon)
-            if name == "otsu":
-                thr: float | None = otsu_threshold(vals)
-            else:
-                fit = fit_gmm_1d(vals, 3)
-                thr = gmm_scar_threshold(fit, float(vals.max()))
-                info["gmm"] = fit.as_dict()
-            scar = band & (arr > thr) if thr is not None else np.zeros_like(band)
-            n_scar = int(scar.sum())
-            info.update({"scar_voxels": n_scar, "burden_wall_pct": 100.0 * n_scar / n_wall,
-                         "iir_equivalent": None if thr is None else (thr - z0) / (bp.mean - z0)})
-            point = _project_mask(scar, la.geometry, points, normals, band_mm, step_mm).astype(np.uint8)
-            out[name] = BaselineResult(name, VOXEL_KIND, point, _burden(point, areas), thr, info,
-                                       scar_mask=la.with_array(scar.astype(np.uint8)), points=points,
-                                       normals=normals, wall_band=band_v)
+        out.update(_voxel_results(inp, voxel, wall_band_mm))
     return {m: out[m] for m in asked}
 
 

@@ -8,9 +8,11 @@ with the library for that reason, and, like the logic, need slicer (MRML) but ne
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util.numpy_support import vtk_to_numpy
 
@@ -136,7 +138,6 @@ def run_phantom_case(logic, scene, *, seed: int = 0, model: str | None = None) -
     on a coarser grid (so it must be resampled, with a warning); the manual scar is a
     segmentation node. Records the user's nodes' state and the progress fractions.
     """
-    import time
 
 
     ph = make_phantom(seed)
@@ -168,7 +169,6 @@ def run_phantom_case(logic, scene, *, seed: int = 0, model: str | None = None) -
 def check_phantom_case(case: dict[str, Any]) -> None:
     """Every output node, its place in the hierarchy, the progress, the labels' use, and that the
     user's nodes were left alone."""
-    import slicer
 
     result, image, scene = case["result"], case["image"], case["scene"]
     check_outputs(result, image)

@@ -74,7 +74,7 @@ def describe_run(run_dir: str | os.PathLike, checkpoint_iteration: int | None = 
         })
     if split.get("train_phantoms"):
         training_data.append({
-            "source": "synthetic LGE phantoms (LAScarSegLib.phantom)",
+            "source": "synthetic LGE phantoms (LAScarSegLib.synth.phantom)",
             "cases": len(split["train_phantoms"]),
             "validation_cases": len(split.get("val_phantoms", [])),
             "labels": ["la", "wall", "scar"],
@@ -83,7 +83,7 @@ def describe_run(run_dir: str | os.PathLike, checkpoint_iteration: int | None = 
         })
     if split.get("train_full_fov_phantoms"):
         training_data.append({
-            "source": "synthetic full-field-of-view LGE phantoms (LAScarSegLib.phantom, full_fov=True)",
+            "source": "synthetic full-field-of-view LGE phantoms (LAScarSegLib.synth.phantom, full_fov=True)",
             "cases": len(split["train_full_fov_phantoms"]),
             "validation_cases": 0,
             "labels": ["la", "wall", "scar"],

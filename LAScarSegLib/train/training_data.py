@@ -15,6 +15,7 @@ Augmentation (flips, small rotations, intensity, bias field, noise) runs on the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -185,7 +186,6 @@ def augment(batch, aug: Augmentation, gen, spacing_zyx=(1.0, 1.0, 1.0)):
     Binary channels are re-thresholded after a rotation; distance channels are interpolated
     (a rigid rotation preserves distances, so interpolating them stays a distance map).
     """
-    import math
 
 
     B = batch.shape[0]

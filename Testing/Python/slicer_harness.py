@@ -193,7 +193,19 @@ class MRMLHarness:
 # The conversions and node helpers live in LAScarSegLib.logic (the library's one module that may
 # import slicer), so that the Slicer logic and the tests do each thing one way. Re-exported here.
 if HAVE_SLICER_CORE:
-    from LAScarSegLib.slicer.mrml import LPS_TO_RAS, add_label_color_table, add_model, geometry_from_ijk_to_ras, ijk_to_ras_matrix, labelmap_to_segmentation, node_to_volume, oriented_image, segment_names, segments_to_volume, volume_to_node  # noqa: E402
+    from LAScarSegLib.slicer.mrml import (  # noqa: E402,F401
+        LPS_TO_RAS,
+        add_label_color_table,
+        add_model,
+        geometry_from_ijk_to_ras,
+        ijk_to_ras_matrix,
+        labelmap_to_segmentation,
+        node_to_volume,
+        oriented_image,
+        segment_names,
+        segments_to_volume,
+        volume_to_node,
+    )
 
 
 # ====================================================================== offscreen rendering (3D)

@@ -76,7 +76,7 @@ def test_pipeline_bench_reports_every_stage(tiny_result: dict) -> None:
     assert set(r["stage_cpu_s"]) == set(t) - {"total"} and r["cpu_s"] > 0  # CPU seconds beside every stage
     assert set(r["sub_cpu_s"]) == set(r["sub_s"])
     # every sub-step the bench wraps was reached, so a renamed pipeline call cannot go unnoticed
-    assert set(r["sub_s"]) == {label for _m, _a, label, _p in bench._SUB_TIMERS}
+    assert set(r["sub_s"]) == {label for label, _stage in bench.SUB_STEPS}
     assert r["sub_s"]["sliding-window network"] <= t["inference"] + 1e-3
     assert r["sub_s"]["snapshot"] <= t["write"] + 1e-3
     assert r["sub_calls"]["resample to model grid and back"] >= 4  # the image in, three probabilities out
@@ -196,7 +196,7 @@ def test_peak_memory_is_the_childs_own() -> None:
     if not Path("/proc/self/status").is_file():
         pytest.skip("no /proc: the bench falls back to ru_maxrss here")
     ballast = np.ones(512 * 1024 ** 2 // 8)  # 512 MB resident in this (parent) process
-    code = "from LAScarSegLib.bench import _peak_rss_bytes; print(_peak_rss_bytes())"
+    code = "from LAScarSegLib.app.bench import _peak_rss_bytes; print(_peak_rss_bytes())"
     child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 0 < child < 400 * 1024 ** 2 < ballast.nbytes
     assert bench._peak_rss_bytes() > ballast.nbytes

@@ -43,12 +43,12 @@ def test_demo_without_a_usable_model_fails(tmp_path: Path, monkeypatch: pytest.M
     demo still writes the phantom and the core checks, says why it did not segment, and exits 1."""
     import shutil
 
-    from LAScarSegLib.train import export
+    from LAScarSegLib.model import loading, registry
 
-    models = shutil.copytree(export.MODELS_DIR, tmp_path / "Models")
+    models = shutil.copytree(registry.MODELS_DIR, tmp_path / "Models")
     for pt in models.glob("*.pt"):
         pt.write_bytes(pt.read_bytes()[:1000])
-    monkeypatch.setattr(export.load_model, "__defaults__", (None, models / "models.json", "cpu"))
+    monkeypatch.setattr(loading.load_model, "__defaults__", (None, models / "models.json", "cpu"))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seed", "2"]) == 1
     summary = json.loads((out / "demo_summary.json").read_text())

@@ -10,7 +10,6 @@ points at another .pt file for development only.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import threading

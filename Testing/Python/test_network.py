@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from LAScarSegLib.core.errors import InputError, ModelError  # noqa: E402
 from LAScarSegLib.model.card import CARD_FILE  # noqa: E402
-from LAScarSegLib.model.network import ModelConfig, build_model, count_parameters, freeze_for_inference, load_scripted, save_scripted, script_model, torch_classes  # noqa: E402
+from LAScarSegLib.model.network import Decoder, Encoder, ModelConfig, build_model, count_parameters, freeze_for_inference, load_scripted, save_scripted, script_model  # noqa: E402
 from LAScarSegLib.model.variants import VARIANTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,19 +35,17 @@ def _small(heads=("la", "scar"), seed=0, **kw):
 
 
 # ------------------------------------------------------------------------------------- imports
-def test_network_losses_and_variants_import_without_torch() -> None:
-    code = (
-        "import sys\n"
-        "import LAScarSegLib.network, LAScarSegLib.losses, LAScarSegLib.variants\n"
-        "from LAScarSegLib.network import ModelConfig\n"
-        "from LAScarSegLib.losses import LossWeights\n"
-        "c = ModelConfig(); w = LossWeights(); assert c.divisor == 16 and w.at(200)['lambda_la'] > 0.01\n"
-        "print('torch' in sys.modules)\n"
-    )
+def test_variants_import_without_torch_and_the_network_with_it() -> None:
+    """The variants are plain data (the Slicer side and configs read them without torch); the network
+    and the losses import torch at the top (CONTRACTS section 1: only the Slicer process's set is
+    torch-free, `test_imports.py`)."""
+    code = ("import sys\nimport LAScarSegLib.model.variants as v\n"
+            "assert v.get_variant('mtl-sesa').heads == ('la', 'scar')\nprint('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
-    # the probe sees torch when it is imported (the check is not vacuous)
-    code2 = "import sys, LAScarSegLib.network as n; n.build_model(n.ModelConfig(levels=2, base_channels=2)); print('torch' in sys.modules)"
+    code2 = ("import sys\nfrom LAScarSegLib.model.network import ModelConfig\nfrom LAScarSegLib.train.losses import "
+             "LossWeights\nc = ModelConfig(); w = LossWeights(); assert c.divisor == 16 and w.at(200)['lambda_la'] > 0.01\n"
+             "print('torch' in sys.modules)\n")
     out2 = subprocess.run([sys.executable, "-c", code2], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out2.stdout.strip().splitlines()[-1] == "True"
 
@@ -105,9 +103,8 @@ def test_default_model_size_matches_the_reference() -> None:
 def test_outputs_and_decoders_for_every_variant(name: str) -> None:
     variant = VARIANTS[name]
     model = build_model(ModelConfig.for_variant(name, **SMALL)).eval()
-    classes = torch_classes()
-    n_decoders = sum(isinstance(m, classes.Decoder) for m in model.modules())
-    n_encoders = sum(isinstance(m, classes.Encoder) for m in model.modules())
+    n_decoders = sum(isinstance(m, Decoder) for m in model.modules())
+    n_encoders = sum(isinstance(m, Encoder) for m in model.modules())
     assert n_decoders == len(variant.heads) == variant.num_decoders
     assert n_encoders == 1
     assert sorted(model.decoders.keys()) == sorted(variant.heads)

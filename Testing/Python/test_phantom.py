@@ -19,7 +19,8 @@ from scipy import ndimage
 from LAScarSegLib.core.distance import distance_to, wall_band
 from LAScarSegLib.core.errors import InputError
 from LAScarSegLib.core.image import Geometry, Volume, read_image, read_label
-from LAScarSegLib.synth.phantom import FULL_FOV_SIZE, PAINT_PROVENANCE, PHANTOM_PROVENANCE, UTAH_SIZE, UTAH_SPACING, Phantom, make_phantom, paint_synthetic_scar
+from LAScarSegLib.synth.phantom import FULL_FOV_SIZE, PHANTOM_PROVENANCE, UTAH_SIZE, UTAH_SPACING, Phantom, make_phantom
+from LAScarSegLib.synth.scar import PAINT_PROVENANCE, paint_synthetic_scar
 from LAScarSegLib.app.cli import main
 
 LA2018 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "la2018"
@@ -245,8 +246,11 @@ def test_geometry_is_carried_and_the_anatomy_lives_in_millimetres() -> None:
 
 
 def test_command_line_write_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def phantom_cli(args: list[str]) -> int:  # `lascarseg phantom ...`
+        return main(["phantom", *args])
+
     out_dir = tmp_path / "p3"
-    assert main(["write", "--seed", "3", "--out", str(out_dir), "--burden", "12"]) == 0
+    assert phantom_cli(["write", "--seed", "3", "--out", str(out_dir), "--burden", "12"]) == 0
     vols = {name: (read_image if name == "image" else read_label)(out_dir / f"{name}.nii.gz")
             for name in ("image", "la", "wall", "scar")}
     g = vols["image"].geometry
@@ -260,7 +264,7 @@ def test_command_line_write_and_stats(tmp_path: Path, capsys: pytest.CaptureFixt
     # the written image is the phantom of that seed: same LA as the in-memory one with another burden
     assert np.array_equal(vols["la"].array, phantom(3).la.array)
 
-    assert main(["stats", "--seeds", "0", "--json", str(tmp_path / "rows.json")]) == 0
+    assert phantom_cli(["stats", "--seeds", "0", "--json", str(tmp_path / "rows.json")]) == 0
     out = capsys.readouterr().out
     for word in ("LA mL", "wall mm", "veins", "burden %", "SNR", "seconds", "min", "mean", "max"):
         assert word in out
@@ -269,8 +273,8 @@ def test_command_line_write_and_stats(tmp_path: Path, capsys: pytest.CaptureFixt
     rows = json.loads((tmp_path / "rows.json").read_text())  # phantom_stats' rows
     assert [r["seed"] for r in rows] == [0] and rows[0]["n_veins"] == 4 and rows[0]["seconds"] > 0
     assert rows[0]["la_volume_ml"] == info["la_volume_ml"] and rows[0]["burden_pct"] == info["burden_pct"]
-    assert main(["stats", "--seeds", "x"]) == 2
-    assert main(["nonsense"]) == 2
+    assert phantom_cli(["stats", "--seeds", "x"]) == 2
+    assert phantom_cli(["nonsense"]) == 2
 
 
 # ------------------------------------------------------------------------------ painted scar

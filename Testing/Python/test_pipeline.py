@@ -161,7 +161,7 @@ def test_cancel_from_another_thread_stops_within_2_s(phantom_files: dict[str, Pa
 
 def test_killed_run_leaves_no_output_folder(tmp_path: Path, phantom_files: dict[str, Path]) -> None:
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "LAScarSegLib.cli", "segment", str(phantom_files["image"]),
+    proc = subprocess.Popen([sys.executable, "-m", "LAScarSegLib.app.cli", "segment", str(phantom_files["image"]),
                              "--out", str(out), "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".killed.partial-*")):

@@ -128,7 +128,7 @@ def test_output_with_results_refused_byte_identical(inputs: dict[str, Path], tmp
 
 def test_threads_option_reaches_torch_and_itk(inputs: dict[str, Path], tmp_path: Path) -> None:
     """`--threads 1` holds for the whole job: checked in the process that ran it, after inference."""
-    code = ("import sys; from LAScarSegLib.cli import main; rc = main(sys.argv[1:]); import torch, SimpleITK as s; "
+    code = ("import sys; from LAScarSegLib.app.cli import main; rc = main(sys.argv[1:]); import torch, SimpleITK as s; "
             "print(rc, torch.get_num_threads(), s.ProcessObject.GetGlobalDefaultNumberOfThreads())")
     proc = subprocess.run([sys.executable, "-c", code, "segment", str(inputs["image"]), "--out", str(tmp_path / "o"),
                            "--model", str(inputs["never"]), "--threads", "1"], capture_output=True, text=True, timeout=300)

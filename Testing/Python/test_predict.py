@@ -117,7 +117,7 @@ def test_la_mask_keeps_the_largest_component_and_scar_lies_in_the_band() -> None
 
 def test_cuda_out_of_memory_falls_back_to_cpu(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No GPU here: the CUDA run is stood in for by a sliding window that runs out of memory."""
-    from LAScarSegLib.infer.predict import predict as predict_module
+    from LAScarSegLib.infer import predict as predict_module
 
     real = predict_module.sliding_window
     devices: list[str] = []

@@ -16,7 +16,8 @@ from LAScarSegLib.core.errors import InputError, ModelError
 from LAScarSegLib.train.train_config import make_config
 from LAScarSegLib.synth.seeds import FULL_FOV_PHANTOM_SEED0
 from LAScarSegLib.train.checkpoints import initial_weights, load_checkpoint
-from LAScarSegLib.train.trainer import load_training_cases, make_split, train
+from LAScarSegLib.train.cases import load_training_cases, make_split
+from LAScarSegLib.train.trainer import train
 
 HERE = Path(__file__).resolve().parent
 TINY = ["data=[]", "phantoms=2", "val_phantoms=1", "val_cases=0", "patch_size=[32,32,32]", "levels=3",

@@ -75,7 +75,7 @@ def test_worker_runs_the_pipeline_in_another_process_and_hands_back_the_result(p
     messages = []
     result = worker.wait(timeout=600, on_message=messages.append)
     command, kwargs = launcher.calls[0]
-    assert command[0] == sys.executable and command[1] == "-c" and "LAScarSegLib.worker import main" in command[2]
+    assert command[0] == sys.executable and command[1] == "-c" and "LAScarSegLib.app.worker import main" in command[2]
     assert command[3] == str(folder) and kwargs["cwd"] == str(folder)
     progress = [m.fraction for m in messages if m.kind == "progress"]
     assert len(progress) > 10 and progress == sorted(progress) and progress[-1] > 0.9
@@ -205,5 +205,5 @@ def test_a_crash_comes_back_as_a_clear_error_with_the_exit_code_and_stderr(phant
 
 
 def test_worker_entry_point_refuses_bad_usage() -> None:
-    proc = subprocess.run([sys.executable, "-m", "LAScarSegLib.worker"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "LAScarSegLib.app.worker"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "usage" in proc.stderr
