@@ -17,7 +17,7 @@ from LAScarSegLib.train.train_config import make_config
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "Resources" / "Models").glob("*.md"))]
 # a command in a code line or in backticks: "lascarseg" then anything up to a backtick or a comment
-COMMAND = re.compile(r"(?:(?:^|[\s`/])lascarseg|-m LAScarSegLib\.cli) ([a-z][^`#\n]*)")
+COMMAND = re.compile(r"(?:(?:^|[\s`/])lascarseg|-m LAScarSegLib\.app\.cli) ([a-z][^`#\n]*)")
 
 
 def documented_commands() -> list[tuple[str, str]]:
