@@ -16,9 +16,9 @@ from typing import Annotated, Union
 
 import slicer
 import vtk
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
+from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode,
+                    vtkMRMLSegmentationNode)
+from slicer.i18n import tr as _, translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -54,6 +54,7 @@ from LAScarSegLib.logic import LAScarSegLogic as LibraryLogic, load_phantom  # n
 from LAScarSegLib.model.card import INTENDED_USE  # noqa: E402
 from LAScarSegLib.model.registry import available_models, import_model  # noqa: E402
 from LAScarSegLib.slicer import checks  # noqa: E402
+from LAScarSegLib.slicer.mrml import first_point_ras  # noqa: E402
 from LAScarSegLib.slicer.panel import (DEVICES, NETWORK_LABEL, library_problems, library_status,  # noqa: E402
                                       method_choices, register_sample_data, reset_stale_choices,
                                       segmentation_skip_reason)
@@ -138,6 +139,7 @@ class LAScarSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     laLabel: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     scarLabel: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    laSeed: Union[vtkMRMLMarkupsFiducialNode, None]  # its first point: inside the LA (optional)
     method: Annotated[str, Choice(method_choices())] = NETWORK_LABEL
     device: Annotated[str, Choice(DEVICES)] = "auto"
     bandStartMm: Annotated[float, WithinRange(-10.0, 0.0)] = -1.0
@@ -154,14 +156,9 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._worker = None
-        self._workerInput = None
+        self.logic = self._parameterNode = self._parameterNodeGuiTag = self._timer = self._lastResult = None
+        self._worker = self._workerInput = None  # the running job and its input volume
         self._workerBand = (-1.0, 3.0)  # the projection band of the running job
-        self._timer = None
-        self._lastResult = None
 
     def resourcePath(self, filename: str) -> str:
         return resourcePath(filename)
@@ -169,7 +166,6 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         import qt
-
         uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{MODULE_NAME}.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -260,9 +256,10 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.ensureTorch():
                 self._setStatus(_("PyTorch is needed to run the network; it was not installed."))
                 return
-            self._worker = self.logic.startRun(p.inputVolume, p.laLabel, p.scarLabel, model=self.ui.modelComboBox.currentData or None,
-                                               device=p.device, bandMm=(p.bandStartMm, p.bandEndMm),
-                                               keepLargest=p.keepLargest, method=p.method)
+            self._worker = self.logic.startRun(
+                p.inputVolume, p.laLabel, p.scarLabel, model=self.ui.modelComboBox.currentData or None, device=p.device,
+                bandMm=(p.bandStartMm, p.bandEndMm), keepLargest=p.keepLargest, method=p.method,
+                laSeed=first_point_ras(p.laSeed))
         except Exception as exc:
             self._showFailure(exc, _("Could not start the run: "))
             return
@@ -327,7 +324,6 @@ class LAScarSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onImportModel(self) -> None:
         import qt
-
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a LAScarSeg model"), "",
                                               _("TorchScript model (*.pt)"))
         if not path:

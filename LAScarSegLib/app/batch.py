@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.datasets import detect_layout, open_dataset
 from ..core.errors import InputError
+from ..infer.masks import LASeed
 from ..core.outputs import check_output_dir
 from ..model.loading import load_for_inference
 from .pipeline import segment, write_outputs
@@ -70,10 +71,39 @@ def write_summary(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def read_seeds(path: str | os.PathLike) -> dict[str, LASeed]:
+    """{case id: point inside its LA} from a CSV with columns id, r, a, s (millimetres, RAS)."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"id", "r", "a", "s"} - {c.strip() for c in (reader.fieldnames or [])}
+            if missing:
+                raise InputError(f"{path}: a seeds file needs the columns id, r, a, s; missing {sorted(missing)}")
+            seeds: dict[str, LASeed] = {}
+            for n, row in enumerate(reader, start=2):
+                row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                try:
+                    point = (float(row["r"]), float(row["a"]), float(row["s"]))
+                except ValueError:
+                    raise InputError(f"{path}, line {n}: r, a, s must be numbers (millimetres), got "
+                                     f"{row['r']!r}, {row['a']!r}, {row['s']!r}") from None
+                if row["id"] in seeds:
+                    raise InputError(f"{path}, line {n}: case {row['id']!r} has a seed already")
+                seeds[row["id"]] = LASeed(ras=point)
+    except OSError as exc:
+        raise InputError(f"{path}: the seeds file cannot be read ({exc})") from exc
+    return seeds
+
+
 def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, model: str | None = None,
-              device: str = "auto", log=print, **kwargs: Any) -> list[dict[str, Any]]:
+              device: str = "auto", seeds: dict[str, LASeed] | None = None, log=print,
+              **kwargs: Any) -> list[dict[str, Any]]:
     out = check_output_dir(out, overwrite)
     cases = find_cases(folder)
+    unknown = sorted(set(seeds or {}) - {c["id"] for c in cases})
+    if unknown:
+        raise InputError(f"the seeds file names cases that are not in {folder}: {unknown[:10]}")
     loaded = load_for_inference(model, device)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -81,7 +111,7 @@ def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, overwrite: b
         t0 = time.perf_counter()
         try:
             result = segment(case["image"], la_label=case["la_label"], scar_label=case["scar_label"], loaded=loaded,
-                             **kwargs)
+                             la_seed=(seeds or {}).get(case["id"]), **kwargs)
             write_outputs(result, out / case["id"], overwrite=overwrite)
             rows.append(_row(case["id"], result, seconds=time.perf_counter() - t0))
         except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch

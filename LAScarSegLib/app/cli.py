@@ -18,17 +18,18 @@ from .. import __version__
 from ..core.errors import InputError, LAScarSegError, ModelError
 from ..core.outputs import write_json
 from ..core.threads import set_threads
+from ..infer.masks import LASeed
 from ..model.card import card_markdown
 from ..model.network import load_scripted
 from ..model.registry import register
 from ..model.variants import variant_names
-from ..synth.seeds import TEST_FULL_FOV_SEED0, TEST_PHANTOM_SEED0
+from ..synth.seeds import TEST_FULL_FOV_SEED0, TEST_PHANTOM_SEED0, TEST_WHOLE_SCAN_SEED0
 from ..train.checkpoints import load_checkpoint
 from ..train.export import describe_run, export_checkpoint
 from ..train.train_config import RECIPES, departures, make_config
 from ..train.trainer import train
 from . import bench, demo, phantom_command
-from .batch import run_batch
+from .batch import read_seeds, run_batch
 from .evaluate import ids_from_split, run_evaluation
 from .pipeline import run_segment
 
@@ -121,6 +122,9 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     p.add_argument("--phantoms", type=int, default=0, help="number of fresh phantoms (seeds from 30000)")
     p.add_argument("--full-fov-phantoms", type=int, default=0,
                    help="number of fresh full-field-of-view phantoms, LA off centre (seeds from 50000)")
+    p.add_argument("--whole-scan-phantoms", type=int, default=0,
+                   help="number of whole-chest scans from the hold-out generator (other shapes and appearance "
+                        "than any training data; seeds from 70000): LA, scar, and how often a wrong LA is flagged")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", default=None, help="write the results as JSON here")
     add_threads_option(p)
@@ -129,15 +133,19 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
 
 def _run_evaluate(args) -> int:
     ids = args.ids or (ids_from_split(args.ids_from) if args.ids_from else None)
-    if not args.data and not args.phantoms and not args.full_fov_phantoms:
+    if not args.data and not args.phantoms and not args.full_fov_phantoms and not args.whole_scan_phantoms:
         raise InputError("nothing to evaluate: give --data, --phantoms N and/or --full-fov-phantoms N")
     seeds = [TEST_PHANTOM_SEED0 + k for k in range(args.phantoms)]
     ff_seeds = [TEST_FULL_FOV_SEED0 + k for k in range(args.full_fov_phantoms)]
+    ws_seeds = [TEST_WHOLE_SCAN_SEED0 + k for k in range(args.whole_scan_phantoms)]
     result = run_evaluation(args.model, real_root=args.data, ids=ids, phantom_seeds=seeds, full_fov_seeds=ff_seeds,
+                            whole_scan_seeds=ws_seeds,
                             device=args.device)
-    for part in ("real", "phantoms", "full_fov_phantoms"):
+    for part in ("real", "phantoms", "full_fov_phantoms", "whole_scan_phantoms"):
         if part in result:
             print(f"{part}: " + json.dumps(result[part]["summary"]))
+            if "localisation" in result[part]:
+                print(f"{part} localisation: " + json.dumps(result[part]["localisation"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(result, args.out)
@@ -165,8 +173,31 @@ def _add_segment(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (written all or nothing)")
     p.add_argument("--la-label", default=None, help="manual LA label: adds LA metrics to the report")
     p.add_argument("--scar-label", default=None, help="manual scar label (0/1, or 421/422 wall labels): adds scar metrics")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--la-seed", default=None, type=_triple, metavar="R,A,S",
+                      help="a point inside the LA in millimetres, RAS (as 3D Slicer shows coordinates): the LA kept is "
+                           "the structure at this point (when the automatic localisation is wrong or doubtful)")
+    seed.add_argument("--la-seed-ijk", default=None, type=_triple, metavar="I,J,K",
+                      help="the same point as the input image's 0-based voxel index (ITK order: I along x, J along y, "
+                           "K along z; the reverse of a SimpleITK array's axes)")
     _add_job_options(p)
     return p
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    """"12.5,-30,40" -> (12.5, -30.0, 40.0); argparse turns a ValueError into a usage error (exit 2)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise ValueError(f"three comma-separated numbers needed, got {text!r}")
+    return tuple(float(p) for p in parts)
+
+
+def _seed_of(args) -> LASeed | None:
+    if getattr(args, "la_seed", None) is not None:
+        return LASeed(ras=args.la_seed)
+    if getattr(args, "la_seed_ijk", None) is not None:
+        return LASeed(ijk=args.la_seed_ijk)
+    return None
 
 
 def _job_kwargs(args) -> dict:
@@ -177,7 +208,7 @@ def _job_kwargs(args) -> dict:
 
 def _run_segment(args) -> int:
     result = run_segment(args.image, args.out, overwrite=args.overwrite, la_label=args.la_label,
-                         scar_label=args.scar_label, **_job_kwargs(args))
+                         scar_label=args.scar_label, la_seed=_seed_of(args), **_job_kwargs(args))
     r = result.report.to_json()
     print(f"LA {r['la']['volume_ml']} mL; scar burden {r['scar']['burden_surface_pct']} % of the LA surface "
           f"(Utah {r['scar']['utah_stage']}, DECAAF {r['scar']['decaaf_stage']}); wrote {args.out}")
@@ -190,12 +221,16 @@ def _add_batch(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="segment every case of a folder; DIR/<case>/ plus DIR/summary.csv")
     p.add_argument("folder", help="a folder of images, or of cases in a known data layout (labels then used)")
     p.add_argument("--out", required=True)
+    p.add_argument("--seeds", default=None, metavar="FILE.csv",
+                   help="a point inside the LA per case: CSV with columns id, r, a, s (millimetres, RAS); cases "
+                        "without a row are found automatically")
     _add_job_options(p)
     return p
 
 
 def _run_batch(args) -> int:
-    summary = run_batch(args.folder, args.out, overwrite=args.overwrite, **_job_kwargs(args))
+    summary = run_batch(args.folder, args.out, overwrite=args.overwrite,
+                        seeds=read_seeds(args.seeds) if args.seeds else None, **_job_kwargs(args))
     failed = [row for row in summary if row["status"] != "done"]
     print(f"{len(summary) - len(failed)} of {len(summary)} cases done; summary in {args.out}/summary.csv")
     return EXIT_FAILED if failed else EXIT_OK

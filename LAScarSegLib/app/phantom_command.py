@@ -11,6 +11,7 @@ from ..core.errors import InputError
 from ..core.image import write_volume
 from ..synth.phantom import PHANTOM_PROVENANCE, UTAH_SPACING, make_phantom
 from ..synth.stats import format_stats, phantom_stats
+from ..synth.thorax import MAX_VOXELS, THORAX_PROVENANCE, write_thorax_cases
 
 
 # ------------------------------------------------------------------------------ command line
@@ -39,7 +40,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _add_subcommands(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="phantom_command", metavar="{stats,write}")
+    sub = p.add_subparsers(dest="phantom_command", metavar="{stats,write,thorax}")
     sub.required = True
     st = sub.add_parser("stats", help="generate phantoms and print their statistics (min / mean / max)")
     st.add_argument("--seeds", default="0-19", help="seeds, for example 0-19 or 0,3,5-7 (default 0-19)")
@@ -50,7 +51,13 @@ def _add_subcommands(p: argparse.ArgumentParser) -> None:
     wr.add_argument("--out", required=True, help="output folder")
     wr.add_argument("--full-fov", action="store_true", help="640x640x88 grid with the LA off centre")
     wr.add_argument("--burden", type=float, default=None, metavar="PCT", help="scar burden in %% of wall voxels")
-    for q in (st, wr):
+    th = sub.add_parser("thorax", help="write domain-randomised whole-thorax scans (training data for finding the "
+                        "LA in a whole scan) in the la2018 layout: OUT/train/<id>_lgemri.nii.gz, <id>_laendo.nii.gz")
+    th.add_argument("--seeds", default="0-9", help="seeds, for example 0-199 (default 0-9)")
+    th.add_argument("--out", required=True, help="output folder")
+    th.add_argument("--max-voxels", type=int, default=MAX_VOXELS,
+                    help=f"coarsen a drawn grid of more voxels than this (default {MAX_VOXELS})")
+    for q in (st, wr, th):
         q.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads to use (default: all)")
 
 
@@ -66,6 +73,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.phantom_command == "thorax":
+        seeds = _parse_seeds(args.seeds)
+        write_thorax_cases(seeds, args.out, max_voxels=args.max_voxels)
+        print(f"wrote {len(seeds)} whole-thorax scans to {args.out}/train/ ({THORAX_PROVENANCE})")
+        return 0
     if args.phantom_command == "stats":
         seeds = _parse_seeds(args.seeds)
         rows = phantom_stats(seeds, full_fov=args.full_fov)

@@ -27,7 +27,7 @@ from ..core.image import Volume, check_image_values, label_onto_image_grid, read
 from ..core.outputs import atomic_output_dir, check_output_dir, write_json
 from ..core.progress import ProgressFn, StageHook, Stages
 from ..infer.localise import predict_localised
-from ..infer.masks import la_mask
+from ..infer.masks import LASeed, la_mask
 from ..model.loading import LoadedModel, load_for_inference, require_heads
 from ..quantify.readout import NETWORK_METHOD, PipelineResult, check_method, read_out
 from ..quantify.report import ModelInfo
@@ -71,7 +71,8 @@ def load_inputs(image: str | os.PathLike | Volume, la_label: str | os.PathLike |
 def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | Volume | None = None,
             scar_label: str | os.PathLike | Volume | None = None, model: str | None = None,
             loaded: LoadedModel | None = None, device: str = "auto", band_mm: Sequence[float] = (-1.0, 3.0),
-            keep_largest: bool = True, method: str = NETWORK_METHOD, baselines: Sequence[str] | None = None,
+            keep_largest: bool = True, la_seed: LASeed | None = None, method: str = NETWORK_METHOD,
+            baselines: Sequence[str] | None = None,
             baselines_on: str = "predicted", progress: ProgressFn | None = None,
             cancel: threading.Event | None = None, on_stage: StageHook | None = None) -> PipelineResult:
     """Run the whole job in memory (nothing is written; see `write_outputs`).
@@ -80,6 +81,9 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     network's LA (`quantify.baselines.method_names()`). `baselines`: also run these classical
     baselines ([]: all), on the predicted LA and its surface, or with `baselines_on="manual"` on the
     manual LA label and its own surface (as the paper's LAM+Otsu / LAM+MGMM).
+    `la_seed`: a point inside the LA (`infer.masks.LASeed`, RAS mm or voxel index): the network runs
+    around it and the LA kept is the structure at it; a point outside the image or on no LA-like
+    structure is an `InputError`. Without it the LA is found automatically (`infer.localise`).
     `loaded` reuses a model already loaded with `model.loading.load_for_inference` (batch jobs).
     Labels may be files or Volumes; on another grid they are resampled with a warning.
     """
@@ -94,11 +98,13 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
         return img, labels, warnings, mdl
 
     img, labels, warnings, mdl = st.run("load", load)
-    pred = st.run("inference", lambda: predict_localised(mdl, img, keep_largest=keep_largest,
+    if la_seed is not None:
+        la_seed.lps(img.geometry)  # a point outside the image is refused before the network runs
+    pred = st.run("inference", lambda: predict_localised(mdl, img, keep_largest=keep_largest, seed=la_seed,
                                                          progress=st.sub_progress("inference"), cancel=cancel,
                                                          steps=st))
     la, removed = st.run("postprocess", lambda: st.step("LA mask (largest component)",
-                                                        lambda: la_mask(pred.la, keep_largest)))
+                                                        lambda: la_mask(pred.la, keep_largest, pred.seed)))
     return read_out(img, pred, la, card=mdl.card, model=ModelInfo(mdl.card["name"], mdl.card["version"], mdl.sha256),
                     labels=labels, band_mm=band_mm, method=method, baselines=baselines, baselines_on=baselines_on,
                     components_removed=removed, warnings=[*warnings, *pred.warnings], stages=st)

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if req.threads:
             set_threads(int(req.threads))
         result = segment(req.image, la_label=req.la_label, scar_label=req.scar_label, model=req.model,
-                         device=req.device, band_mm=req.band_mm, keep_largest=req.keep_largest,
+                         device=req.device, band_mm=req.band_mm, keep_largest=req.keep_largest, la_seed=req.la_seed,
                          method=req.method, baselines=req.baselines, progress=lambda f, m: _send("progress", fraction=f, text=m))
         save_result(result, folder)
     except Exception as exc:  # reported to the parent, which raises it there

@@ -34,6 +34,7 @@ import vtk
 
 from ..core.errors import Cancelled, InputError, LAScarSegError, ModelError
 from ..core.image import Volume
+from ..infer.masks import LASeed
 from ..quantify.readout import NETWORK_METHOD, PipelineResult
 
 REQUEST_FILE = "request.pkl"
@@ -60,6 +61,7 @@ class WorkerRequest:
     device: str = "auto"
     band_mm: tuple[float, float] = (-1.0, 3.0)
     keep_largest: bool = True
+    la_seed: LASeed | None = None
     method: str = NETWORK_METHOD
     baselines: Sequence[str] | None = None
     threads: int | None = None

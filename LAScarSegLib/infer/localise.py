@@ -12,7 +12,7 @@ from scipy import ndimage
 from ..core.image import Volume, box_around, crop
 from ..core.progress import ProgressFn, Stages, part
 from ..model.loading import LoadedModel
-from .masks import Prediction, largest_component
+from .masks import PLACE_A_POINT, LASeed, Localisation, Prediction, largest_component
 from .predict import predict
 
 #: `component_warning`: candidates are components of at least this volume (mL); their certainty is
@@ -33,6 +33,11 @@ MAX_FINE_PASSES = 3
 #: full-field phantoms the coarse certainty alone picked a 47 mL piece (0.71) over the LA (0.63);
 #: in their boxes the model found 22 mL against 132 mL over probability 0.9.
 VERIFY_CANDIDATES = 3
+#: With a point inside the LA, the network runs in a box this far around it (mm): any LA with its
+#: veins fits in it when the point is inside.
+SEED_BOX_MM = 75.0
+#: Under this confidence an automatic localisation is doubtful (`localisation_confidence`).
+DOUBTFUL_BELOW = 0.5
 
 
 @dataclass
@@ -83,21 +88,26 @@ def _doubt(prob: Volume) -> _Doubt | None:
     return None
 
 
-def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool = True,
+def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool = True, seed: LASeed | None = None,
                       progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                       steps: Stages | None = None) -> Prediction:
-    """`predict` over the whole field of view, then, while the largest LA candidate is in doubt and only
-    one component will be kept, a fine pass around the preferred candidate (at most MAX_FINE_PASSES),
-    whose warnings say so; `component_warning`'s warning when the doubt remains. What the pipeline
-    and `evaluate` run. Progress: the first pass to 0.8 of the way, fine passes the rest."""
+    """Find the LA and segment it: what the pipeline and `evaluate` run.
+
+    With a `seed` (a point inside the LA) the network runs in a box around it and the LA kept is the
+    structure at the point (`masks.la_mask`). Without, `predict` runs over the whole field of view,
+    then, while the largest LA candidate is in doubt and only one component will be kept, a fine pass
+    around the preferred candidate (at most MAX_FINE_PASSES), whose warnings say so. The result's
+    `localisation` says how sure it is; a doubtful one carries a warning saying what to do.
+    Progress: the first pass to 0.8 of the way, fine passes the rest."""
+    if seed is not None:
+        return _seeded(loaded, image, seed, progress=progress, cancel=cancel, steps=steps)
     pred = predict(loaded, image, progress=part(progress, 0.0, 0.8), cancel=cancel, steps=steps)
     if not keep_largest:
         return pred
+    d = None
     for k in range(MAX_FINE_PASSES + 1):
         d = _doubt(pred.la)
-        if d is None:
-            return pred
-        if d.best is None or k == MAX_FINE_PASSES:
+        if d is None or d.best is None or k == MAX_FINE_PASSES:
             break
         step = 0.2 / MAX_FINE_PASSES
         round_progress = part(progress, 0.8 + k * step, 0.8 + (k + 1) * step)
@@ -105,8 +115,76 @@ def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool 
             pred = _verified_pass(loaded, image, pred, d, progress=round_progress, cancel=cancel, steps=steps)
         else:
             pred = _fine_pass(loaded, image, pred, d, progress=round_progress, cancel=cancel, steps=steps)[0]
-    pred.warnings.append(_doubt_text(d))
+    if d is not None:
+        pred.warnings.append(_doubt_text(d))
+    # a lone component through the slab is an image cropped to the LA's slices, not a doubt about which is the LA
+    pred.localisation = localisation_confidence(pred.la, in_doubt=d is not None and d.best is not None)
+    if pred.localisation.doubtful:
+        pred.warnings.append(f"the LA found automatically is doubtful (localisation confidence "
+                             f"{pred.localisation.confidence:.2f}): check it, or {PLACE_A_POINT}")
     return pred
+
+
+def localisation_confidence(prob: Volume | None, in_doubt: bool = False) -> Localisation:
+    """How sure the automatic localisation is, from the final LA probabilities: the certainty of the
+    kept (largest) component (its share of voxels over CONFIDENT_P), lowered up to half when another
+    candidate is nearly as certain, halved when it runs through the whole slab while another
+    candidate exists (alone, it is an image cropped to the LA's slices) and when its volume is
+    implausible (under 20 or over 400 mL). Doubtful under DOUBTFUL_BELOW, when another candidate is
+    within CERTAINTY_MARGIN of the kept one's certainty, or while `in_doubt`."""
+    if prob is None:
+        return Localisation("automatic", 0.0, True)
+    labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return Localisation("automatic", 0.0, True)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    ml = counts * prob.geometry.voxel_volume_mm3 / 1000.0
+    certain = np.bincount(labels.ravel(), weights=(prob.array > CONFIDENT_P).ravel(), minlength=n + 1)[1:] / counts
+    through = _through_slab(labels, n)
+    kept = int(ml.argmax())
+    rivals = [certain[i] for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]]
+    rival = max(rivals, default=0.0)
+    confidence = float(certain[kept]) * (0.5 + 0.5 * float(np.clip((certain[kept] - rival) / CERTAINTY_MARGIN, 0, 1)))
+    if through[kept] and rivals:
+        confidence *= 0.5
+    if not 20.0 <= ml[kept] <= 400.0:
+        confidence *= 0.5
+    close_rival = rival >= certain[kept] - CERTAINTY_MARGIN  # another candidate about as sure as the kept one
+    return Localisation("automatic", confidence, in_doubt or close_rival or confidence < DOUBTFUL_BELOW)
+
+
+def _seeded(loaded: LoadedModel, image: Volume, seed: LASeed, *, progress: ProgressFn | None,
+            cancel: threading.Event | None, steps: Stages | None) -> Prediction:
+    """The network in a box SEED_BOX_MM around the point inside the LA; elsewhere probability 0."""
+    point = seed.lps(image.geometry)  # an InputError for a point outside the image
+    centre = image.geometry.physical_to_index(point[None, :])[0][::-1]  # z, y, x
+    reach = [SEED_BOX_MM / s for s in image.geometry.spacing_zyx]
+    box = tuple(slice(max(0, int(np.floor(c - r))), min(n, int(np.ceil(c + r)) + 1))
+                for c, r, n in zip(centre, reach, image.array.shape))
+    fine = predict(loaded, crop(image, box), progress=progress, cancel=cancel, steps=steps)
+    out = _pasted(image, box, fine, list(fine.warnings))
+    out.seed = seed
+    confidence = 0.0
+    if out.la is not None:
+        z, y, x = seed.index_zyx(image.geometry)
+        labels, _n = ndimage.label(out.la.array > 0.5, structure=np.ones((3, 3, 3), bool))
+        at = labels == labels[z, y, x] if labels[z, y, x] else None
+        confidence = float((out.la.array[at] > CONFIDENT_P).mean()) if at is not None else 0.0
+    out.localisation = Localisation("seed", confidence, False)
+    return out
+
+
+def _pasted(image: Volume, box: tuple[slice, slice, slice], fine: Prediction, warnings: list[str]) -> Prediction:
+    """A prediction made in `box` of `image`, on the whole image grid (0 outside the box)."""
+    def whole(part: Volume | None) -> Volume | None:
+        if part is None:
+            return None
+        arr = np.zeros(image.array.shape, np.float32)
+        arr[box] = part.array
+        return image.with_array(arr)
+
+    return Prediction(la=whole(fine.la), p_normal=whole(fine.p_normal), p_scar=whole(fine.p_scar),
+                      device=fine.device, warnings=warnings)
 
 
 def component_warning(prob: Volume, keep_largest: bool = True) -> str | None:
@@ -171,15 +249,7 @@ def _fine_pass(loaded: LoadedModel, image: Volume, pred: Prediction, d: _Doubt, 
             confident = int((fine.la.array[largest] > CONFIDENT_P).sum())
             confident_ml = confident * image.geometry.voxel_volume_mm3 / 1000.0
 
-    def whole(part: Volume | None) -> Volume | None:
-        if part is None:
-            return None
-        arr = np.zeros(image.array.shape, np.float32)
-        arr[box] = part.array
-        return image.with_array(arr)
-
     why = "ran through the whole slab" if d.through[d.kept] else "was less certain than another"
     note = (f"coarse localisation: the largest LA candidate ({d.ml[d.kept]:.0f} mL) {why}, so the LA was "
             f"segmented again in a box {margin_mm:.0f} mm around another candidate ({d.ml[d.best]:.0f} mL)")
-    return Prediction(la=whole(fine.la), p_normal=whole(fine.p_normal), p_scar=whole(fine.p_scar),
-                      device=fine.device, warnings=[*pred.warnings, *fine.warnings, note]), confident_ml
+    return _pasted(image, box, fine, [*pred.warnings, *fine.warnings, note]), confident_ml

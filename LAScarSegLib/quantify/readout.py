@@ -120,7 +120,7 @@ def read_out(image: Volume, prediction: Prediction, la: Volume, *, card: dict[st
                                                                             components_removed))
     report = Report(input=input_info(image), model=model, device=prediction.device,
                     intended_use=card.get("intended_use", INTENDED_USE), warnings=[*warnings, *notes],
-                    la=LAReadout(round(la_ml, 2), int(components_removed)),
+                    la=LAReadout(round(la_ml, 2), int(components_removed), prediction.localisation),
                     scar=ScarReadout(round(burden, 2), round(wall_burden_pct(scar, wall), 2), utah_stage(burden),
                                      decaaf_stage(burden)))
     report.metrics, metric_notes = st.run("metrics", lambda: measure_against_labels(la, scar, wall, labels, wall_mm))

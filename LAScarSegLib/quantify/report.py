@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..core.image import Volume
+from ..infer.masks import Localisation
 
 SCHEMA_VERSION = 1
 #: The keys of report["metrics"]["scar"] (the paper's surface protocol).
@@ -31,6 +32,13 @@ class ModelInfo:
 class LAReadout:
     volume_ml: float
     components_removed: int
+    localisation: Localisation | None = None  # how the LA was found (automatic or at the user's point)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"volume_ml": self.volume_ml, "components_removed": self.components_removed}
+        if self.localisation is not None:
+            out["localisation"] = self.localisation.to_json()
+        return out
 
 
 @dataclass
@@ -75,7 +83,7 @@ class Report:
             "device": self.device,
             "intended_use": self.intended_use,
             "warnings": list(self.warnings),
-            "la": {"volume_ml": self.la.volume_ml, "components_removed": self.la.components_removed},
+            "la": self.la.to_json(),
             "scar": self.scar.to_json(),
         }
         if self.metrics:

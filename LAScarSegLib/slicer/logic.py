@@ -24,20 +24,13 @@ from ..app.worker_client import Worker, WorkerRequest
 from ..core.errors import InputError
 from ..core.image import Volume, label_onto_image_grid
 from ..core.progress import ProgressFn
+from ..infer.masks import LASeed
 from ..model.registry import check_imported_model
 from ..quantify.readout import NETWORK_METHOD, PipelineResult, check_method, requantify
 from ..quantify.report import report_rows
 from ..synth.phantom import make_phantom
-from .mrml import (
-    add_model,
-    node_to_volume,
-    oriented_image,
-    remove_with_display,
-    segment_names,
-    segments_to_volume,
-    subject_hierarchy,
-    volume_to_node,
-)
+from .mrml import (add_model, node_to_volume, oriented_image, remove_with_display, segment_names, segments_to_volume,
+                   subject_hierarchy, volume_to_node, world_to_local)
 
 # ------------------------------------------------------------------------------ what the logic adds
 LA_SEGMENT, SCAR_SEGMENT = "Left atrium", "Scar"
@@ -164,15 +157,16 @@ class LAScarSegLogic:
         """Check the inputs and start the pipeline in the background worker; returns the running
         `Worker` (the module panel polls it, `process` waits for it). Bad inputs, an unknown method
         and an imported model whose SHA-256 changed are refused before anything starts."""
-        if laSeed is not None:
-            raise InputError("a point inside the LA (laSeed) is not supported by this version")
+        image = self.inputImage(inputVolume)
+        # the point is in world coordinates; the input's voxels are read on its own grid (under its transform)
+        seed = None if laSeed is None else LASeed(ras=world_to_local(inputVolume, tuple(laSeed)))
         check_method(method)
         if model:
             check_imported_model(model)
-        request = WorkerRequest(self.inputImage(inputVolume), self.labelVolume(laLabel, inputVolume, LA_SEGMENT),
+        request = WorkerRequest(image, self.labelVolume(laLabel, inputVolume, LA_SEGMENT),
                                 self.labelVolume(scarLabel, inputVolume, SCAR_SEGMENT), model=model, device=device,
                                 band_mm=(float(bandMm[0]), float(bandMm[1])), keep_largest=keepLargest,
-                                method=method, baselines=None if baselines is None else list(baselines))
+                                la_seed=seed, method=method, baselines=None if baselines is None else list(baselines))
         return Worker(request, python=python).start()
 
     def requantify(self, inputVolume, laSegmentation, result: LAScarSegResult) -> LAScarSegResult:

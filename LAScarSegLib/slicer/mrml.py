@@ -312,3 +312,23 @@ def subject_hierarchy(scene):
     """The scene's subject hierarchy node, made if the scene has none (as after `scene.Clear()`
     outside the application, whose subject hierarchy logic would make it again)."""
     return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+
+
+def first_point_ras(markups_node) -> tuple[float, float, float] | None:
+    """The first control point of a markups node in world RAS millimetres (None: no node or no point)."""
+    if markups_node is None or markups_node.GetNumberOfControlPoints() == 0:
+        return None
+    ras = [0.0, 0.0, 0.0]
+    markups_node.GetNthControlPointPositionWorld(0, ras)
+    return (float(ras[0]), float(ras[1]), float(ras[2]))
+
+
+def world_to_local(node, ras: tuple[float, float, float]) -> tuple[float, float, float]:
+    """A world RAS point in the local frame of `node` (the frame its voxels are in: a volume under a
+    transform is read on its own grid, so a point given in world coordinates must follow)."""
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return tuple(float(v) for v in ras)
+    transform = vtk.vtkGeneralTransform()
+    parent.GetTransformFromWorld(transform)
+    return tuple(float(v) for v in transform.TransformPoint([float(v) for v in ras]))

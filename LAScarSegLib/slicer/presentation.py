@@ -18,7 +18,7 @@ def results_html(report: Mapping[str, Any]) -> str:
     lines = [f"<b>Scar burden ({escape(source, quote=False)}): {scar['burden_surface_pct']:.1f} % of the LA "
              f"surface</b> ({scar['burden_wall_pct']:.1f} % of the wall volume)",
              f"Utah stage {escape(str(scar['utah_stage']))}, DECAAF stage {scar['decaaf_stage']}",
-             f"LA volume {la['volume_ml']:.1f} mL"]
+             f"LA volume {la['volume_ml']:.1f} mL", *_localisation_line(la.get("localisation"))]
     for part, values in report.get("metrics", {}).items():
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
         lines.append(f"Metrics ({escape(part)}{', ' + escape(method) if part == 'scar' else ''}): {escape(shown)}")
@@ -40,3 +40,16 @@ def status_text(report: Mapping[str, Any]) -> str:
         return "Done. Edit the 'Left atrium' segment and press Re-quantify to update the scar map."
     more = f" (+{len(warnings) - 1} more under Results)" if len(warnings) > 1 else ""
     return f"Done, with {len(warnings)} note{'s' if len(warnings) > 1 else ''}: {warnings[0]}{more}"
+
+
+def _localisation_line(loc: Mapping[str, Any] | None) -> list[str]:
+    """How the LA was found, and a highlighted request for a point inside it when doubtful."""
+    if not loc:
+        return []
+    if loc.get("mode") == "seed":
+        return [f"LA: the structure at the point placed inside it (confidence {loc['confidence']:.2f})"]
+    line = f"LA found automatically (localisation confidence {loc['confidence']:.2f})"
+    if loc.get("doubtful"):
+        return [f"<b style='color:#b00020'>{line}: doubtful. Check the LA; if it is wrong, place a 'Point in LA' "
+                "inside it and run again.</b>"]
+    return [line]

@@ -37,7 +37,7 @@ def rotation_matrix(deg_x: float, deg_y: float, deg_z: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _perpendicular(n: np.ndarray, angle: float) -> np.ndarray:
+def perpendicular(n: np.ndarray, angle: float) -> np.ndarray:
     """A unit vector perpendicular to `n`, turned by `angle` (radians) about it."""
     a = unit(np.cross(n, [0.0, 0.0, 1.0]) if abs(n[2]) < 0.9 else np.cross(n, [1.0, 0.0, 0.0]))
     b = np.cross(n, a)
@@ -331,9 +331,9 @@ def _draw_ventricle(rng: np.random.Generator, n_mv: np.ndarray, mitral_centre: n
     e_lv = unit(n_mv + np.array([0.4, -0.1, 0.15]) + u(-0.08, 0.08, size=3))
     lv_long, lv_short, lv_myo = float(u(38.0, 48.0)), float(u(20.0, 26.0)), float(u(8.0, 11.0))
     lv_centre = mitral_centre + e_lv * (channel_len + lv_long)
-    e2 = _perpendicular(e_lv, u(0, 2 * np.pi))
+    e2 = perpendicular(e_lv, u(0, 2 * np.pi))
     lv_axes = np.stack([e_lv, e2, np.cross(e_lv, e2)])
-    patch_dir = _perpendicular(e_lv, u(0, 2 * np.pi))
+    patch_dir = perpendicular(e_lv, u(0, 2 * np.pi))
     patch_centre = lv_centre + patch_dir * (lv_short + lv_myo / 2) + e_lv * u(-0.4, 0.3) * lv_long
     return {"centre": lv_centre, "axes": lv_axes, "semi": np.array([lv_long, lv_short, lv_short]), "myo": lv_myo,
             "patch_centre": patch_centre, "patch_radius": float(u(7.0, 12.0)), "patch_level": float(u(1.3, 1.8)),
@@ -371,7 +371,7 @@ def _draw_fat(rng: np.random.Generator, body: Body, n_mv: np.ndarray,
         ud = unit(np.array([rng.normal(), -abs(rng.normal()) * 0.8, rng.normal()]))
         centre = body.surface(ud) + ud * u(6.0, 12.0)
         fat.append((centre, u(3.0, 7.0, size=3), float(u(0.8, 1.2))))
-    perp = _perpendicular(n_mv, u(0, 2 * np.pi))
+    perp = perpendicular(n_mv, u(0, 2 * np.pi))
     fat.append((mitral_centre + perp * (0.55 * float(body.semi.max()) + u(8.0, 12.0)), u(3.0, 6.0, size=3),
                 float(u(0.8, 1.2))))
     return fat

@@ -52,7 +52,7 @@ class Phantom:
 
 # --------------------------------------------------------------------- state between steps
 @dataclass
-class _Pose:
+class Pose:
     """Where the anatomical frame lies in LPS: its rotation (and the angles, degrees) and centre."""
 
     angles: np.ndarray
@@ -67,7 +67,7 @@ class _Pose:
 
 
 @dataclass
-class _Cavity:
+class Cavity:
     """The LA and the blood that continues it, as masks of the heart box."""
 
     body: np.ndarray  # the LA body, before the mitral cut
@@ -124,8 +124,8 @@ def make_phantom(seed: int = 0, *, full_fov: bool = False, burden: float | None 
 
     img = np.zeros(geometry.shape, np.float32)
     _paint_background(img, geometry, pose, anat)
-    hb, la_lo, la_hi = _heart_box(geometry, pose, anat)
-    cav = _la_cavity(hb, anat, la_lo, la_hi, seed)
+    hb, la_lo, la_hi = heart_box(geometry, pose, anat)
+    cav = la_cavity(hb, anat, la_lo, la_hi, seed)
     wall = _la_wall(hb, anat, cav, texture_rng)
     scar, wall_vals, scar_ratios = _wall_scar(anat, wall, texture_rng)
 
@@ -171,7 +171,7 @@ def _default_geometry(full_fov: bool, size, spacing, origin, direction) -> Geome
     return Geometry(size, spacing, origin, direction)
 
 
-def _draw_pose(rng: np.random.Generator, geometry: Geometry, full_fov: bool) -> _Pose:
+def _draw_pose(rng: np.random.Generator, geometry: Geometry, full_fov: bool) -> Pose:
     """Small rotations about each LPS axis; the LA near the centre, or off centre in a full FOV.
 
     Both offsets are drawn for every case, so the full-FOV option changes no other number."""
@@ -186,10 +186,10 @@ def _draw_pose(rng: np.random.Generator, geometry: Geometry, full_fov: bool) -> 
         centre = image_centre + full_offset
     else:
         centre = image_centre + jitter
-    return _Pose(angles, rotation, centre)
+    return Pose(angles, rotation, centre)
 
 
-def _paint_background(img: np.ndarray, geometry: Geometry, pose: _Pose, anat: Anatomy) -> None:
+def _paint_background(img: np.ndarray, geometry: Geometry, pose: Pose, anat: Anatomy) -> None:
     """Torso (subcutaneous fat, medium-dark tissue), lungs and spine; air (0) elsewhere.
 
     Only the torso's index box is visited, slab by slab along z to bound memory on the
@@ -220,12 +220,12 @@ def _paint_background(img: np.ndarray, geometry: Geometry, pose: _Pose, anat: An
         out[sl][ellipse2(q, sc, (sr, sr))] = levels["spine"]
 
 
-def _lv_extent(lvd: dict[str, Any]) -> float:
+def lv_extent(lvd: dict[str, Any]) -> float:
     """How far the LV with its myocardium and fat reaches from its centre (mm), at most."""
     return lvd["semi"][0] + lvd["myo"] + lvd["fat_mm"]
 
 
-def _heart_box(geometry: Geometry, pose: _Pose, anat: Anatomy) -> tuple[Box, np.ndarray, np.ndarray]:
+def heart_box(geometry: Geometry, pose: Pose, anat: Anatomy) -> tuple[Box, np.ndarray, np.ndarray]:
     """The index box of everything drawn on the heart (LA with veins and appendage, LV, RA,
     aortas, fat), and the LA's own frame-aligned box (lo, hi mm) within it."""
     semi = anat.body.semi
@@ -238,7 +238,7 @@ def _heart_box(geometry: Geometry, pose: _Pose, anat: Anatomy) -> tuple[Box, np.
     la_pts += [p1 + r1 + 4, p1 - r1 - 4, p2 + r2 + 4, p2 - r2 - 4]
     la_lo, la_hi = aabb(la_pts, 5.0)
     lvd = anat.lv
-    ext = _lv_extent(lvd)
+    ext = lv_extent(lvd)
     heart_pts = [la_lo, la_hi, lvd["centre"] + ext, lvd["centre"] - ext,
                  anat.ra["centre"] + anat.ra["semi"] + 3, anat.ra["centre"] - anat.ra["semi"] - 3]
     for ao in (anat.asc_aorta, anat.desc_aorta):
@@ -253,7 +253,7 @@ def _heart_box(geometry: Geometry, pose: _Pose, anat: Anatomy) -> tuple[Box, np.
 
 
 # ------------------------------------------------------------------------------ the LA cavity
-def _la_cavity(hb: Box, anat: Anatomy, la_lo: np.ndarray, la_hi: np.ndarray, seed: int) -> _Cavity:
+def la_cavity(hb: Box, anat: Anatomy, la_lo: np.ndarray, la_hi: np.ndarray, seed: int) -> Cavity:
     """The LA label and the unlabelled blood that continues it (veins beyond the cut, LV inflow)."""
     la_sl = hb.sub(la_lo, la_hi)
     ql = hb.view(la_sl)
@@ -278,7 +278,7 @@ def _la_cavity(hb: Box, anat: Anatomy, la_lo: np.ndarray, la_hi: np.ndarray, see
     lv_side_blood = (channel | union) & ~la & ~vein_cont  # the body's cap beyond the plane is LV inflow
     cav_ext = la | vein_cont | lv_side_blood
     vessel_wall &= ~cav_ext
-    return _Cavity(body, laa, la, s_m, vein_cont, vein_level, vessel_wall, channel, lv_side_blood, cav_ext, r_open)
+    return Cavity(body, laa, la, s_m, vein_cont, vein_level, vessel_wall, channel, lv_side_blood, cav_ext, r_open)
 
 
 def _appendage(hb: Box, anat: Anatomy) -> np.ndarray:
@@ -327,7 +327,7 @@ def _mitral_inflow(hb: Box, anat: Anatomy, r_face: float, r_open: float) -> np.n
 
 
 # ------------------------------------------------------------------------ wall: a shell of 1-3 mm
-def _la_wall(hb: Box, anat: Anatomy, cav: _Cavity, texture_rng: np.random.Generator) -> _Wall:
+def _la_wall(hb: Box, anat: Anatomy, cav: Cavity, texture_rng: np.random.Generator) -> _Wall:
     """The wall: voxels outside the cavity within a smoothly varying thickness of the LA, open at
     the veins' cut and the mitral opening."""
     spacing_zyx = hb.geometry.spacing_zyx
@@ -415,11 +415,11 @@ def _paint_vessels_and_fat(hi_img: np.ndarray, hb: Box, anat: Anatomy, far: np.n
         _paint(hi_img, ellipsoid(hb.view(sl), fc, eye, fs) & far[sl], level, sl)
 
 
-def _paint_ventricle(hi_img: np.ndarray, hb: Box, anat: Anatomy, cav: _Cavity, far: np.ndarray,
+def _paint_ventricle(hi_img: np.ndarray, hb: Box, anat: Anatomy, cav: Cavity, far: np.ndarray,
                      texture_rng: np.random.Generator) -> None:
     """The LV: epicardial fat, nulled myocardium with an enhanced patch, and its blood pool."""
     lvd = anat.lv
-    ext = _lv_extent(lvd)
+    ext = lv_extent(lvd)
     sl = hb.sub(lvd["centre"] - ext, lvd["centre"] + ext)
     qs = hb.view(sl)
     lv_blood = ellipsoid(qs, lvd["centre"], lvd["axes"], lvd["semi"])
@@ -439,7 +439,7 @@ def _paint_ventricle(hi_img: np.ndarray, hb: Box, anat: Anatomy, cav: _Cavity, f
     _paint(hi_img, lv_blood & (far[sl] | (cav.s_m[sl] > 0.5)), lvd["level"], sl)
 
 
-def _paint_la(hi_img: np.ndarray, anat: Anatomy, cav: _Cavity, wall: np.ndarray, wall_vals: np.ndarray) -> None:
+def _paint_la(hi_img: np.ndarray, anat: Anatomy, cav: Cavity, wall: np.ndarray, wall_vals: np.ndarray) -> None:
     """The LA and its continuations, painted last so nothing else overlaps its labels."""
     _paint(hi_img, cav.vessel_wall, np.float32(anat.wall_ratio))
     _paint(hi_img, cav.lv_side_blood, anat.lv["level"])
@@ -496,7 +496,7 @@ def _full_label(mask: np.ndarray, hb: Box, seed: int) -> Volume:
     return Volume(arr, hb.geometry, f"phantom seed {seed}")
 
 
-def _info(seed: int, full_fov: bool, anat: Anatomy, pose: _Pose, hb: Box, cav: _Cavity, wall: _Wall,
+def _info(seed: int, full_fov: bool, anat: Anatomy, pose: Pose, hb: Box, cav: Cavity, wall: _Wall,
           scar: np.ndarray, scar_ratios: np.ndarray, img: np.ndarray, la_centroid_idx: np.ndarray) -> dict[str, Any]:
     """The phantom's `info`: what was drawn, and what is measured on the arrays."""
     geometry = hb.geometry

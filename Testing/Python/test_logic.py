@@ -35,7 +35,7 @@ from LAScarSegLib.core.image import Geometry, Volume, grid_for_spacing, label_on
 from LAScarSegLib.logic import LA_SEGMENT, SCAR_SEGMENT, LAScarSegLogic  # noqa: E402
 from LAScarSegLib.quantify.report import report_rows  # noqa: E402
 from LAScarSegLib.slicer.presentation import results_html  # noqa: E402
-from LAScarSegLib.slicer.mrml import segments_to_volume, volume_to_node  # noqa: E402
+from LAScarSegLib.slicer.mrml import first_point_ras, segments_to_volume, volume_to_node, world_to_local  # noqa: E402
 from LAScarSegLib.synth.phantom import make_phantom  # noqa: E402
 from LAScarSegLib.quantify.readout import read_out, requantify, with_baseline_scar  # noqa: E402
 from LAScarSegLib.quantify.projection import surface_burden_pct  # noqa: E402
@@ -109,6 +109,29 @@ def test_outputs_follow_the_input_volumes_transform_and_labels_must_share_it(mrm
     with pytest.raises(InputError, match="under different transforms: harden the transforms"):
         LAScarSegLogic.labelVolume(label, node, LA_SEGMENT)
     assert checks.node_ids(mrml.scene) == ids
+
+
+def test_a_point_in_the_la_given_in_world_coordinates_follows_the_inputs_transform(mrml, phantom) -> None:
+    """laSeed is (r, a, s) in Slicer's world coordinates; a volume under a transform is read on its own
+    grid, so the point is taken into that grid: the LA kept is the one at the point."""
+    node = volume_to_node(phantom.image, "lge")
+    moved = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 25.0)  # 25 mm to the right in world RAS
+    moved.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(moved.GetID())
+    zyx = np.argwhere(phantom.la.array).mean(axis=0).round().astype(int)
+    lps = phantom.image.geometry.index_to_physical(zyx[None, ::-1].astype(float))[0]
+    local_ras = (-lps[0], -lps[1], lps[2])
+    assert world_to_local(node, (local_ras[0] + 25.0, local_ras[1], local_ras[2])) == pytest.approx(local_ras)
+    markups = mrml.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Point in LA")
+    markups.AddControlPointWorld(vtk.vtkVector3d(local_ras[0] + 25.0, local_ras[1], local_ras[2]))
+    assert first_point_ras(markups) == pytest.approx((local_ras[0] + 25.0, local_ras[1], local_ras[2]))
+    assert first_point_ras(None) is None
+    result = LAScarSegLogic().process(node, laSeed=first_point_ras(markups), model=MODEL, device="cpu")
+    assert result.report["la"]["localisation"]["mode"] == "seed"
+    assert result.pipelineResult.la.array[tuple(zyx)] == 1
+    assert "the structure at the point placed inside it" in results_html(result.report)
 
 
 def test_a_failing_add_leaves_the_scene_as_it_was(mrml, processed, phantom) -> None:

@@ -26,7 +26,7 @@ EXPECTED_CLASSES = {
     "bandEndSpinBox": "QDoubleSpinBox", "keepLargestCheckBox": "QCheckBox", "applyButton": "QPushButton",
     "progressBar": "QProgressBar", "statusLabel": "QLabel", "resultsLabel": "QLabel",
     "requantifyButton": "QPushButton", "resultsCollapsibleButton": "ctkCollapsibleButton",
-    "advancedCollapsibleButton": "ctkCollapsibleButton",
+    "advancedCollapsibleButton": "ctkCollapsibleButton", "laSeedSelector": "qMRMLNodeComboBox",
 }
 #: Which widget class can show which parameter type: Slicer's parameterNodeWrapper connectors test the
 #: exact class (qt.QComboBox, not ctkComboBox; qt.QDoubleSpinBox or ctkSliderWidget, not
@@ -100,7 +100,7 @@ def test_every_ui_attribute_the_widget_uses_exists_with_the_expected_class() -> 
 
 def test_every_slicer_parameter_name_names_a_parameter_field_of_a_matching_type() -> None:
     fields = parameter_fields()
-    assert {"inputVolume", "laLabel", "scarLabel", "method", "device", "bandStartMm", "bandEndMm",
+    assert {"inputVolume", "laLabel", "scarLabel", "laSeed", "method", "device", "bandStartMm", "bandEndMm",
             "keepLargest"} == set(fields)
     bound = {w["param"]: (name, w) for name, w in ui_widgets().items() if w["param"]}
     unknown = sorted(set(bound) - set(fields))
@@ -109,8 +109,8 @@ def test_every_slicer_parameter_name_names_a_parameter_field_of_a_matching_type(
     for param, (name, widget) in bound.items():
         assert widget["class"] in CONNECTORS[kind(fields[param])], (param, name, widget["class"], fields[param])
         if kind(fields[param]) == "node":  # the selector offers exactly the parameter's node types
-            wanted = {t for t in ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode")
-                      if t in fields[param]}
+            wanted = {t for t in ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode",
+                                  "vtkMRMLMarkupsFiducialNode") if t in fields[param]}
             assert set(widget["nodeTypes"]) == wanted, (param, widget["nodeTypes"])
 
 
@@ -264,7 +264,8 @@ with harness.slicer_globals():
     widget.ui.modelComboBox.currentData = model
     widget.logic = module.LAScarSegLogic()
     widget._timer = FakeTimer()
-    widget._parameterNode = types.SimpleNamespace(inputVolume=image, laLabel=None, scarLabel=None, method="MTL-SESA",
+    widget._parameterNode = types.SimpleNamespace(inputVolume=image, laLabel=None, scarLabel=None, laSeed=None,
+                                                  method="MTL-SESA",
                                                   device="cpu", bandStartMm=-1.0, bandEndMm=3.0, keepLargest=True)
     widget.ensureTorch = lambda: True  # torch is installed here; the PyTorchUtils path needs Slicer
     report = {}

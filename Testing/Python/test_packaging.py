@@ -438,7 +438,7 @@ _PROBE = textwrap.dedent(
 
     # MRML node classes the module names in its parameter class (type annotations only).
     node_classes = {n: type(n, (), {}) for n in ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode",
-                                                 "vtkMRMLSegmentationNode")}
+                                                 "vtkMRMLSegmentationNode", "vtkMRMLMarkupsFiducialNode")}
     slicer = stub("slicer", mrmlScene=Scene(), __path__=[], **node_classes)
     slicer.ScriptedLoadableModule = stub(
         "slicer.ScriptedLoadableModule",
