@@ -18,7 +18,7 @@ from ..core.datasets import detect_layout, open_dataset
 from ..core.errors import InputError
 from ..infer.masks import LASeed
 from ..core.outputs import check_output_dir
-from ..model.loading import load_for_inference
+from ..model.loading import REGISTERED, load_for_inference, load_localiser
 from .pipeline import segment, write_outputs
 
 SUMMARY_COLUMNS = ["id", "status", "error", "la_volume_ml", "burden_surface_pct", "utah_stage", "dice", "hd95_mm",
@@ -105,13 +105,14 @@ def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, overwrite: b
     if unknown:
         raise InputError(f"the seeds file names cases that are not in {folder}: {unknown[:10]}")
     loaded = load_for_inference(model, device)
+    localiser = load_localiser(kwargs.pop("localiser", REGISTERED), device)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in cases:
         t0 = time.perf_counter()
         try:
             result = segment(case["image"], la_label=case["la_label"], scar_label=case["scar_label"], loaded=loaded,
-                             la_seed=(seeds or {}).get(case["id"]), **kwargs)
+                             localiser=localiser, la_seed=(seeds or {}).get(case["id"]), **kwargs)
             write_outputs(result, out / case["id"], overwrite=overwrite)
             rows.append(_row(case["id"], result, seconds=time.perf_counter() - t0))
         except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch

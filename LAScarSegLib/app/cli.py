@@ -19,6 +19,7 @@ from ..core.errors import InputError, LAScarSegError, ModelError
 from ..core.outputs import write_json
 from ..core.threads import set_threads
 from ..infer.masks import LASeed
+from ..model.loading import REGISTERED
 from ..model.card import card_markdown
 from ..model.network import load_scripted
 from ..model.registry import register
@@ -122,6 +123,7 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     p.add_argument("--phantoms", type=int, default=0, help="number of fresh phantoms (seeds from 30000)")
     p.add_argument("--full-fov-phantoms", type=int, default=0,
                    help="number of fresh full-field-of-view phantoms, LA off centre (seeds from 50000)")
+    _add_localiser_option(p)
     p.add_argument("--whole-scan-phantoms", type=int, default=0,
                    help="number of whole-chest scans from the hold-out generator (other shapes and appearance "
                         "than any training data; seeds from 70000): LA, scar, and how often a wrong LA is flagged")
@@ -139,8 +141,7 @@ def _run_evaluate(args) -> int:
     ff_seeds = [TEST_FULL_FOV_SEED0 + k for k in range(args.full_fov_phantoms)]
     ws_seeds = [TEST_WHOLE_SCAN_SEED0 + k for k in range(args.whole_scan_phantoms)]
     result = run_evaluation(args.model, real_root=args.data, ids=ids, phantom_seeds=seeds, full_fov_seeds=ff_seeds,
-                            whole_scan_seeds=ws_seeds,
-                            device=args.device)
+                            whole_scan_seeds=ws_seeds, device=args.device, localiser=args.localiser)
     for part in ("real", "phantoms", "full_fov_phantoms", "whole_scan_phantoms"):
         if part in result:
             print(f"{part}: " + json.dumps(result[part]["summary"]))
@@ -153,8 +154,15 @@ def _run_evaluate(args) -> int:
 
 
 # ---------------------------------------------------------------------------- segment, batch
+def _add_localiser_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--localiser", default=REGISTERED, metavar="NAME|PATH|none",
+                   help="the coarse whole-scan network that finds the LA's box first (default: the one models.json "
+                        "names, if any; none: the fine network looks over the whole field of view)")
+
+
 def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="registered model name or .pt file (default: the bundled model)")
+    _add_localiser_option(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--band", nargs=2, type=float, default=(-1.0, 3.0), metavar=("START_MM", "END_MM"),
                    help="projection band along the surface normal (default -1 3)")
@@ -201,7 +209,7 @@ def _seed_of(args) -> LASeed | None:
 
 
 def _job_kwargs(args) -> dict:
-    return {"model": args.model, "device": args.device, "band_mm": tuple(args.band),
+    return {"model": args.model, "localiser": args.localiser, "device": args.device, "band_mm": tuple(args.band),
             "keep_largest": not args.keep_all_components, "baselines": args.baselines,
             "baselines_on": args.baselines_on}
 

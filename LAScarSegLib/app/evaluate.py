@@ -22,7 +22,7 @@ from ..core.errors import NoLAFound
 from ..core.image import Volume
 from ..infer.localise import predict_localised
 from ..infer.masks import Prediction, la_mask
-from ..model.loading import LoadedModel, load_for_inference
+from ..model.loading import REGISTERED, LoadedModel, load_for_inference, load_localiser
 from ..quantify.metrics import la_metrics
 from ..quantify.readout import read_out, scar_burdens
 from ..quantify.report import ModelInfo
@@ -43,11 +43,12 @@ def _summary(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _find_la(loaded: LoadedModel, image: Volume, keep_largest: bool = True) -> tuple[Prediction, Volume, int] | None:
+def _find_la(loaded: LoadedModel, image: Volume, keep_largest: bool = True,
+             localiser: LoadedModel | None = None) -> tuple[Prediction, Volume, int] | None:
     """The model on `image` as the product runs it (fine passes where the LA is in doubt, then the
     LA mask): (prediction, LA mask, components removed), or None when no LA is found (scored as a
     miss, not a reason to stop)."""
-    pred = predict_localised(loaded, image, keep_largest=keep_largest)
+    pred = predict_localised(loaded, image, keep_largest=keep_largest, localiser=localiser)
     try:
         la, removed = la_mask(pred.la, keep_largest)
     except NoLAFound:
@@ -56,7 +57,7 @@ def _find_la(loaded: LoadedModel, image: Volume, keep_largest: bool = True) -> t
 
 
 def evaluate_real(loaded: LoadedModel, root: str, ids: Sequence[str] | None, log: Log,
-                  keep_largest: bool = True) -> dict[str, Any]:
+                  keep_largest: bool = True, localiser: LoadedModel | None = None) -> dict[str, Any]:
     """LA metrics on real cases with manual LA labels (any model with an LA output)."""
     ds = open_dataset(root)
     ids = list(ids) if ids else ds.ids()
@@ -64,7 +65,7 @@ def evaluate_real(loaded: LoadedModel, root: str, ids: Sequence[str] | None, log
     for cid in ids:
         case = ds.load(cid)
         t0 = time.perf_counter()
-        found = _find_la(loaded, case.image, keep_largest)
+        found = _find_la(loaded, case.image, keep_largest, localiser)
         if found is None:
             rows.append({"id": cid, "la_found": False, "dice": 0.0, "jaccard": 0.0,
                          "seconds": round(time.perf_counter() - t0, 2)})
@@ -121,7 +122,8 @@ LA_RIGHT_DICE = 0.85
 
 
 def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_fov: bool = False,
-                      make: Callable[[int], Any] | None = None, what: str | None = None) -> dict[str, Any]:
+                      make: Callable[[int], Any] | None = None, what: str | None = None,
+                      localiser: LoadedModel | None = None) -> dict[str, Any]:
     """LA and surface scar metrics on fresh phantoms, and the scar burdens' errors against the truth
     measured the same way (`phantom_true_burdens`); `full_fov`: whole chests with the LA off centre
     (the LA must be found among the other blood pools, as in a scan that is not cropped). `make`:
@@ -131,7 +133,7 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
     rows = []
     for seed in seeds:
         ph = make(seed) if make is not None else make_phantom(seed, full_fov=full_fov)
-        found = _find_la(loaded, ph.image)
+        found = _find_la(loaded, ph.image, localiser=localiser)
         if found is None:  # scored as a miss: LA Dice 0, and no LA surface to score scar on
             rows.append({"seed": seed, "la_found": False, "la_dice": 0.0, "true_burden_pct": ph.info.get("burden_pct")})
             log(f"  phantom {seed}: no LA found (Dice 0)")
@@ -142,16 +144,29 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
             row.update(localisation_confidence=round(loc.confidence, 3), localisation_doubtful=loc.doubtful)
         row["la_right"] = row["la_dice"] >= LA_RIGHT_DICE
         rows.append(row)
-        log(f"  phantom {seed}: LA Dice {row['la_dice']:.4f}" +
-            (f"  surface Dice_scar {row['dice_scar']:.4f}  GDice {row['gdice']:.4f}  burden error surface "
-             f"{row['burden_surface_error']:+.1f} / wall {row['burden_wall_error']:+.1f} points, Utah "
-             f"{row['utah_stage']} (truth {row['true_utah_stage']})" if "dice_scar" in row else ""))
+        log(f"  phantom {seed}: " + _row_text(row))
     keys = ["la_dice", "la_hd95_mm", "accuracy", "dice_scar", "dice_normal", "gdice", "burden_surface_error",
             "burden_wall_error", "utah_stage_agrees"]
     what = what or (f"fresh {'full-field-of-view (640x640x88, LA off centre) ' if full_fov else ''}synthetic LGE "
                      "phantoms (never seen in training)")
     return {"source": what, "seeds": list(seeds), "n": len(rows), "la_not_found": sum(not r["la_found"] for r in rows),
             "localisation": _flag_rates(rows), "summary": _summary(rows, keys), "cases": rows}
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    """One phantom's line of the log (a metric that does not apply, None, shows as n/a)."""
+    def f(key: str, spec: str) -> str:
+        return "n/a" if row.get(key) is None else format(row[key], spec)
+
+    text = f"LA Dice {f('la_dice', '.4f')}"
+    if "dice_scar" in row:
+        text += (f"  surface Dice_scar {f('dice_scar', '.4f')}  GDice {f('gdice', '.4f')}  burden error surface "
+                 f"{f('burden_surface_error', '+.1f')} / wall {f('burden_wall_error', '+.1f')} points, Utah "
+                 f"{row['utah_stage']} (truth {row['true_utah_stage']})")
+    if "localisation_confidence" in row:
+        text += (f"  localisation {row['localisation_confidence']:.2f}"
+                 f"{' doubtful' if row['localisation_doubtful'] else ''}")
+    return text
 
 
 def _flag_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -168,8 +183,10 @@ def _flag_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_evaluation(model: str | None, *, real_root: str | None = None, ids: Sequence[str] | None = None,
                    phantom_seeds: Sequence[int] = (), full_fov_seeds: Sequence[int] = (),
-                   whole_scan_seeds: Sequence[int] = (), device: str = "auto", log: Log = print) -> dict[str, Any]:
+                   whole_scan_seeds: Sequence[int] = (), device: str = "auto", log: Log = print,
+                   localiser: str | None = REGISTERED) -> dict[str, Any]:
     loaded = load_for_inference(model, device)
+    loc = load_localiser(localiser, device)
     result: dict[str, Any] = {"model": {"name": loaded.card["name"], "version": loaded.card["version"],
                                         "sha256": loaded.sha256},
                               "device": loaded.device,
@@ -177,17 +194,17 @@ def run_evaluation(model: str | None, *, real_root: str | None = None, ids: Sequ
                               if Path(sys.argv[0]).name.startswith("lascarseg") else None}
     if real_root:
         log(f"real cases from {real_root}:")
-        result["real"] = evaluate_real(loaded, real_root, ids, log)
+        result["real"] = evaluate_real(loaded, real_root, ids, log, localiser=loc)
     if phantom_seeds:
         log(f"phantoms {phantom_seeds[0]}..{phantom_seeds[-1]}:")
-        result["phantoms"] = evaluate_phantoms(loaded, phantom_seeds, log)
+        result["phantoms"] = evaluate_phantoms(loaded, phantom_seeds, log, localiser=loc)
     if full_fov_seeds:
         log(f"full-field-of-view phantoms {full_fov_seeds[0]}..{full_fov_seeds[-1]}:")
-        result["full_fov_phantoms"] = evaluate_phantoms(loaded, full_fov_seeds, log, full_fov=True)
+        result["full_fov_phantoms"] = evaluate_phantoms(loaded, full_fov_seeds, log, full_fov=True, localiser=loc)
     if whole_scan_seeds:
         log(f"whole-scan hold-out chests {whole_scan_seeds[0]}..{whole_scan_seeds[-1]}:")
         result["whole_scan_phantoms"] = evaluate_phantoms(
-            loaded, whole_scan_seeds, log, make=make_holdout_chest,
+            loaded, whole_scan_seeds, log, make=make_holdout_chest, localiser=loc,
             what="fresh whole-chest scans from the hold-out generator (other shapes and appearance than training)")
     return result
 

@@ -28,7 +28,7 @@ from ..core.outputs import atomic_output_dir, check_output_dir, write_json
 from ..core.progress import ProgressFn, StageHook, Stages
 from ..infer.localise import predict_localised
 from ..infer.masks import LASeed, la_mask
-from ..model.loading import LoadedModel, load_for_inference, require_heads
+from ..model.loading import REGISTERED, LoadedModel, load_for_inference, load_localiser, require_heads
 from ..quantify.readout import NETWORK_METHOD, PipelineResult, check_method, read_out
 from ..quantify.report import ModelInfo
 from ..quantify.snapshot import render_snapshot
@@ -70,7 +70,8 @@ def load_inputs(image: str | os.PathLike | Volume, la_label: str | os.PathLike |
 
 def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | Volume | None = None,
             scar_label: str | os.PathLike | Volume | None = None, model: str | None = None,
-            loaded: LoadedModel | None = None, device: str = "auto", band_mm: Sequence[float] = (-1.0, 3.0),
+            loaded: LoadedModel | None = None, localiser: str | LoadedModel | None = REGISTERED, device: str = "auto",
+            band_mm: Sequence[float] = (-1.0, 3.0),
             keep_largest: bool = True, la_seed: LASeed | None = None, method: str = NETWORK_METHOD,
             baselines: Sequence[str] | None = None,
             baselines_on: str = "predicted", progress: ProgressFn | None = None,
@@ -84,25 +85,29 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     `la_seed`: a point inside the LA (`infer.masks.LASeed`, RAS mm or voxel index): the network runs
     around it and the LA kept is the structure at it; a point outside the image or on no LA-like
     structure is an `InputError`. Without it the LA is found automatically (`infer.localise`).
+    `localiser`: the coarse whole-scan network that finds the LA's box first (`model.loading.load_localiser`:
+    the registry's by default, a name or path, None for none), or one already loaded.
     `loaded` reuses a model already loaded with `model.loading.load_for_inference` (batch jobs).
     Labels may be files or Volumes; on another grid they are resampled with a warning.
     """
     check_method(method, baselines_on)
     st = Stages(STAGE_SHARES, progress, cancel, on_stage)
 
-    def load() -> tuple[Volume, dict[str, Volume], list[str], LoadedModel]:
+    def load() -> tuple[Volume, dict[str, Volume], list[str], LoadedModel, LoadedModel | None]:
         img, labels, warnings = load_inputs(image, la_label, scar_label, st)
         st.check()
         mdl = loaded or st.step("load model (TorchScript, frozen)", lambda: load_for_inference(model, device))
         require_heads(mdl, {"la", "scar"})
-        return img, labels, warnings, mdl
+        loc = localiser if isinstance(localiser, LoadedModel) or la_seed is not None else \
+            st.step("load model (TorchScript, frozen)", lambda: load_localiser(localiser, device))
+        return img, labels, warnings, mdl, (None if la_seed is not None else loc)
 
-    img, labels, warnings, mdl = st.run("load", load)
+    img, labels, warnings, mdl, loc = st.run("load", load)
     if la_seed is not None:
         la_seed.lps(img.geometry)  # a point outside the image is refused before the network runs
     pred = st.run("inference", lambda: predict_localised(mdl, img, keep_largest=keep_largest, seed=la_seed,
-                                                         progress=st.sub_progress("inference"), cancel=cancel,
-                                                         steps=st))
+                                                         localiser=loc, progress=st.sub_progress("inference"),
+                                                         cancel=cancel, steps=st))
     la, removed = st.run("postprocess", lambda: st.step("LA mask (largest component)",
                                                         lambda: la_mask(pred.la, keep_largest, pred.seed)))
     return read_out(img, pred, la, card=mdl.card, model=ModelInfo(mdl.card["name"], mdl.card["version"], mdl.sha256),

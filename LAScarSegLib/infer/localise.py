@@ -89,8 +89,8 @@ def _doubt(prob: Volume) -> _Doubt | None:
 
 
 def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool = True, seed: LASeed | None = None,
-                      progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-                      steps: Stages | None = None) -> Prediction:
+                      localiser: LoadedModel | None = None, progress: ProgressFn | None = None,
+                      cancel: threading.Event | None = None, steps: Stages | None = None) -> Prediction:
     """Find the LA and segment it: what the pipeline and `evaluate` run.
 
     With a `seed` (a point inside the LA) the network runs in a box around it and the LA kept is the
@@ -101,7 +101,13 @@ def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool 
     Progress: the first pass to 0.8 of the way, fine passes the rest."""
     if seed is not None:
         return _seeded(loaded, image, seed, progress=progress, cancel=cancel, steps=steps)
-    pred = predict(loaded, image, progress=part(progress, 0.0, 0.8), cancel=cancel, steps=steps)
+    box, rival = (None, 0.0) if localiser is None or not keep_largest else \
+        _coarse_box(localiser, image, progress, cancel, steps)
+    if box is not None:  # the coarse network found the LA: the fine one runs in its box
+        fine = predict(loaded, crop(image, box), progress=part(progress, 0.2, 1.0), cancel=cancel, steps=steps)
+        pred = _pasted(image, box, fine, list(fine.warnings))
+    else:
+        pred = predict(loaded, image, progress=part(progress, 0.0, 0.8), cancel=cancel, steps=steps)
     if not keep_largest:
         return pred
     d = None
@@ -118,20 +124,51 @@ def predict_localised(loaded: LoadedModel, image: Volume, *, keep_largest: bool 
     if d is not None:
         pred.warnings.append(_doubt_text(d))
     # a lone component through the slab is an image cropped to the LA's slices, not a doubt about which is the LA
-    pred.localisation = localisation_confidence(pred.la, in_doubt=d is not None and d.best is not None)
+    pred.localisation = localisation_confidence(pred.la, in_doubt=d is not None and d.best is not None,
+                                                coarse_rival=rival)
     if pred.localisation.doubtful:
         pred.warnings.append(f"the LA found automatically is doubtful (localisation confidence "
                              f"{pred.localisation.confidence:.2f}): check it, or {PLACE_A_POINT}")
     return pred
 
 
-def localisation_confidence(prob: Volume | None, in_doubt: bool = False) -> Localisation:
+#: The box the fine network runs in reaches this far beyond the coarse network's LA (mm).
+COARSE_MARGIN_MM = 25.0
+
+
+def _coarse_box(localiser: LoadedModel, image: Volume, progress: ProgressFn | None, cancel: threading.Event | None,
+                steps: Stages | None) -> tuple[tuple[slice, slice, slice] | None, float]:
+    """Where the coarse whole-scan network puts the LA: the box COARSE_MARGIN_MM around its most
+    confident candidate (mL over CONFIDENT_P), or None when it finds none of CANDIDATE_MIN_ML; and
+    the runner-up's confident mL as a share of the winner's (0: no rival, 1: as confident)."""
+    coarse = predict(localiser, image, progress=part(progress, 0.0, 0.2), cancel=cancel, steps=steps)
+    if coarse.la is None:
+        return None, 0.0
+    labels, n = ndimage.label(coarse.la.array > 0.5, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return None, 0.0
+    voxel_ml = image.geometry.voxel_volume_mm3 / 1000.0
+    ml = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_ml
+    confident = np.bincount(labels.ravel(), weights=(coarse.la.array > CONFIDENT_P).ravel(), minlength=n + 1)[1:]
+    score = np.where(ml >= CANDIDATE_MIN_ML, confident, -1.0)
+    order = np.argsort(-score)
+    best = int(order[0])
+    if ml[best] < CANDIDATE_MIN_ML:
+        return None, 0.0
+    rival = float(max(score[order[1]], 0.0) / max(score[best], 1e-9)) if n > 1 else 0.0
+    margin = [int(np.ceil(COARSE_MARGIN_MM / s)) for s in image.geometry.spacing_zyx]
+    return box_around(labels == best + 1, margin), rival
+
+
+def localisation_confidence(prob: Volume | None, in_doubt: bool = False, coarse_rival: float = 0.0) -> Localisation:
     """How sure the automatic localisation is, from the final LA probabilities: the certainty of the
     kept (largest) component (its share of voxels over CONFIDENT_P), lowered up to half when another
     candidate is nearly as certain, halved when it runs through the whole slab while another
     candidate exists (alone, it is an image cropped to the LA's slices) and when its volume is
-    implausible (under 20 or over 400 mL). Doubtful under DOUBTFUL_BELOW, when another candidate is
-    within CERTAINTY_MARGIN of the kept one's certainty, or while `in_doubt`."""
+    implausible (under 20 or over 400 mL). With a coarse localiser, its runner-up (`coarse_rival`: its
+    confident volume as a share of the winner's) lowers it up to half too. Doubtful under
+    DOUBTFUL_BELOW, when another candidate is within CERTAINTY_MARGIN of the kept one's certainty,
+    when the coarse runner-up has over half the winner's confident volume, or while `in_doubt`."""
     if prob is None:
         return Localisation("automatic", 0.0, True)
     labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
@@ -149,7 +186,8 @@ def localisation_confidence(prob: Volume | None, in_doubt: bool = False) -> Loca
         confidence *= 0.5
     if not 20.0 <= ml[kept] <= 400.0:
         confidence *= 0.5
-    close_rival = rival >= certain[kept] - CERTAINTY_MARGIN  # another candidate about as sure as the kept one
+    confidence *= 1.0 - 0.5 * float(np.clip(coarse_rival, 0.0, 1.0))
+    close_rival = rival >= certain[kept] - CERTAINTY_MARGIN or coarse_rival > 0.5  # another about as sure
     return Localisation("automatic", confidence, in_doubt or close_rival or confidence < DOUBTFUL_BELOW)
 
 

@@ -12,7 +12,7 @@ import torch
 from ..core.errors import InputError, ModelError
 from .card import card_heads, check_inference_card
 from .network import freeze_for_inference, load_scripted
-from .registry import REGISTRY, resolve_model, sha256_of
+from .registry import REGISTRY, registered_localiser, resolve_model, sha256_of
 
 
 @dataclass
@@ -71,3 +71,21 @@ def require_heads(loaded: LoadedModel, needed: set[str]) -> None:
     missing = sorted(needed - loaded.heads)
     if missing:
         raise ModelError(f"model {loaded.card.get('name')} lacks the output(s) {missing} this job needs")
+
+
+#: `load_localiser`'s default: the localiser the registry names, if any.
+REGISTERED = "registered"
+
+
+def load_localiser(localiser: str | None = REGISTERED, device: str = "auto") -> LoadedModel | None:
+    """The coarse whole-scan LA network: the registry's (`REGISTERED`, None when it names none), a
+    registered name or a .pt path; None or "none" for none (the fine network then looks over the
+    whole field of view itself)."""
+    if localiser is None or str(localiser).lower() == "none":
+        return None
+    name = registered_localiser() if localiser == REGISTERED else localiser
+    if name is None:
+        return None
+    loaded = load_for_inference(name, device)
+    require_heads(loaded, {"la"})
+    return loaded

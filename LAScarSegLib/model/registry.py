@@ -75,6 +75,15 @@ def register(model_file: str | os.PathLike, registry: str | os.PathLike = REGIST
     return entry
 
 
+def registered_localiser(registry: str | os.PathLike = REGISTRY) -> str | None:
+    """The name of the registry's LA localiser (a coarse whole-scan network, its card's "role"
+    "localiser"), or None when the registry names none (its optional "localiser" key)."""
+    try:
+        return read_registry(registry).get("localiser")
+    except ModelError:
+        return None
+
+
 def resolve_model(name_or_path: str | os.PathLike | None = None, registry: str | os.PathLike = REGISTRY) -> tuple[Path, str | None]:
     """A model file and its expected SHA-256: the registry's default, a registered name, or a path."""
     if name_or_path is not None and Path(name_or_path).suffix == ".pt":

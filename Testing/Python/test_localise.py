@@ -148,3 +148,32 @@ def test_batch_seeds_file_is_read_and_checked(tmp_path: Path) -> None:
         read_seeds(bad)
     with pytest.raises(InputError, match="cannot be read"):
         read_seeds(tmp_path / "missing.csv")
+
+
+# ------------------------------------------------------------------- a coarse localiser first
+def test_a_coarse_localiser_puts_the_fine_network_in_a_box_around_the_la(phantom) -> None:
+    """Any model with an LA output can stand as the coarse network (here the bundled one itself): the
+    fine network then runs only in the box around what it found, and still finds the LA."""
+    from LAScarSegLib.model.loading import load_for_inference, load_localiser
+
+    assert load_localiser(None) is None and load_localiser("none") is None
+    fine = load_for_inference(None, "cpu")
+    result = segment(phantom.image, la_label=phantom.la, loaded=fine, localiser=fine)
+    report = result.report.to_json()
+    assert report["metrics"]["la"]["dice"] > 0.9 and report["la"]["localisation"]["mode"] == "automatic"
+    # the fine network's probabilities exist only in the box (it was not run over the whole grid)
+    touched = result.prediction.la.array > 0
+    faces = [touched[0], touched[-1], touched[:, 0], touched[:, -1], touched[:, :, 0], touched[:, :, -1]]
+    assert touched.any() and not all(f.any() for f in faces)
+
+
+def test_the_registry_may_name_a_localiser(tmp_path: Path) -> None:
+    from LAScarSegLib.model.registry import REGISTRY, registered_localiser
+
+    reg = json.loads(REGISTRY.read_text())
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(reg))
+    assert registered_localiser(path) == reg.get("localiser")
+    path.write_text(json.dumps({**reg, "localiser": "lascarseg-localiser"}))
+    assert registered_localiser(path) == "lascarseg-localiser"
+    assert registered_localiser(tmp_path / "missing.json") is None
