@@ -21,7 +21,7 @@ from ..core.distance import wall_band
 from ..core.errors import NoLAFound
 from ..core.image import Volume
 from ..infer.localise import predict_localised
-from ..infer.masks import Prediction, la_mask
+from ..infer.masks import LASeed, Prediction, la_mask
 from ..model.loading import REGISTERED, LoadedModel, load_for_inference, load_localiser
 from ..quantify.metrics import la_metrics
 from ..quantify.readout import read_out, scar_burdens
@@ -44,13 +44,13 @@ def _summary(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
 
 
 def _find_la(loaded: LoadedModel, image: Volume, keep_largest: bool = True,
-             localiser: LoadedModel | None = None) -> tuple[Prediction, Volume, int] | None:
+             localiser: LoadedModel | None = None, seed: LASeed | None = None) -> tuple[Prediction, Volume, int] | None:
     """The model on `image` as the product runs it (fine passes where the LA is in doubt, then the
     LA mask): (prediction, LA mask, components removed), or None when no LA is found (scored as a
     miss, not a reason to stop)."""
-    pred = predict_localised(loaded, image, keep_largest=keep_largest, localiser=localiser)
+    pred = predict_localised(loaded, image, keep_largest=keep_largest, localiser=localiser, seed=seed)
     try:
-        la, removed = la_mask(pred.la, keep_largest)
+        la, removed = la_mask(pred.la, keep_largest, pred.seed)
     except NoLAFound:
         return None
     return pred, la, removed
@@ -123,13 +123,15 @@ LA_RIGHT_DICE = 0.85
 
 def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_fov: bool = False,
                       make: Callable[[int], Any] | None = None, what: str | None = None,
-                      localiser: LoadedModel | None = None) -> dict[str, Any]:
+                      localiser: LoadedModel | None = None, seeded: bool = False) -> dict[str, Any]:
     """LA and surface scar metrics on fresh phantoms, and the scar burdens' errors against the truth
     measured the same way (`phantom_true_burdens`); `full_fov`: whole chests with the LA off centre
     (the LA must be found among the other blood pools, as in a scan that is not cropped). `make`:
     another generator of cases with image, la, wall, scar and info (the hold-out chests), named by
     `what`. Each row also says how the LA was found (mode, confidence, doubtful) and whether it is
-    right (LA Dice >= LA_RIGHT_DICE); the summary counts wrong ones flagged and right ones doubted."""
+    right (LA Dice >= LA_RIGHT_DICE); the summary counts wrong ones flagged and right ones doubted.
+    `seeded`: each case runs again with a point inside the true LA (the voxel nearest its centre), as
+    a user would place it: `seed_la_dice`."""
     rows = []
     for seed in seeds:
         ph = make(seed) if make is not None else make_phantom(seed, full_fov=full_fov)
@@ -143,14 +145,24 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
         if loc is not None:
             row.update(localisation_confidence=round(loc.confidence, 3), localisation_doubtful=loc.doubtful)
         row["la_right"] = row["la_dice"] >= LA_RIGHT_DICE
+        if seeded:
+            row["seed_la_dice"] = _seeded_dice(loaded, ph)
         rows.append(row)
         log(f"  phantom {seed}: " + _row_text(row))
     keys = ["la_dice", "la_hd95_mm", "accuracy", "dice_scar", "dice_normal", "gdice", "burden_surface_error",
-            "burden_wall_error", "utah_stage_agrees"]
+            "burden_wall_error", "utah_stage_agrees", "seed_la_dice"]
     what = what or (f"fresh {'full-field-of-view (640x640x88, LA off centre) ' if full_fov else ''}synthetic LGE "
                      "phantoms (never seen in training)")
     return {"source": what, "seeds": list(seeds), "n": len(rows), "la_not_found": sum(not r["la_found"] for r in rows),
             "localisation": _flag_rates(rows), "summary": _summary(rows, keys), "cases": rows}
+
+
+def _seeded_dice(loaded: LoadedModel, ph: Any) -> float:
+    """LA Dice with a point placed inside the true LA, at its voxel nearest the LA's centre."""
+    inside = np.argwhere(ph.la.array)
+    zyx = inside[np.argmin(((inside - inside.mean(axis=0)) ** 2).sum(axis=1))]
+    found = _find_la(loaded, ph.image, seed=LASeed(ijk=(float(zyx[2]), float(zyx[1]), float(zyx[0]))))
+    return 0.0 if found is None else float(la_metrics(found[1], ph.la)["dice"])
 
 
 def _row_text(row: dict[str, Any]) -> str:
@@ -163,6 +175,8 @@ def _row_text(row: dict[str, Any]) -> str:
         text += (f"  surface Dice_scar {f('dice_scar', '.4f')}  GDice {f('gdice', '.4f')}  burden error surface "
                  f"{f('burden_surface_error', '+.1f')} / wall {f('burden_wall_error', '+.1f')} points, Utah "
                  f"{row['utah_stage']} (truth {row['true_utah_stage']})")
+    if "seed_la_dice" in row:
+        text += f"  with a point in the LA: LA Dice {row['seed_la_dice']:.4f}"
     if "localisation_confidence" in row:
         text += (f"  localisation {row['localisation_confidence']:.2f}"
                  f"{' doubtful' if row['localisation_doubtful'] else ''}")
@@ -177,8 +191,12 @@ def _flag_rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
     wrong = [r for r in rows if not r.get("la_right")]
     flagged = [r for r in wrong if r.get("localisation_doubtful", True)]
     doubted = [r for r in right if r.get("localisation_doubtful")]
-    return {"right": len(right), "wrong": len(wrong), "wrong_flagged": len(flagged), "right_doubted": len(doubted),
-            "right_dice_threshold": LA_RIGHT_DICE}
+    out = {"right": len(right), "wrong": len(wrong), "wrong_flagged": len(flagged), "right_doubted": len(doubted),
+           "right_dice_threshold": LA_RIGHT_DICE}
+    seeded = [r["seed_la_dice"] for r in rows if "seed_la_dice" in r]
+    if seeded:
+        out["right_with_a_point"] = sum(d >= LA_RIGHT_DICE for d in seeded)
+    return out
 
 
 def run_evaluation(model: str | None, *, real_root: str | None = None, ids: Sequence[str] | None = None,
@@ -204,7 +222,7 @@ def run_evaluation(model: str | None, *, real_root: str | None = None, ids: Sequ
     if whole_scan_seeds:
         log(f"whole-scan hold-out chests {whole_scan_seeds[0]}..{whole_scan_seeds[-1]}:")
         result["whole_scan_phantoms"] = evaluate_phantoms(
-            loaded, whole_scan_seeds, log, make=make_holdout_chest, localiser=loc,
+            loaded, whole_scan_seeds, log, make=make_holdout_chest, localiser=loc, seeded=True,
             what="fresh whole-chest scans from the hold-out generator (other shapes and appearance than training)")
     return result
 
