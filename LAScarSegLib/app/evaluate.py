@@ -143,8 +143,8 @@ def evaluate_phantoms(loaded: LoadedModel, seeds: Sequence[int], log: Log, full_
         row = _phantom_row(seed, ph, loaded, found)
         loc = found[0].localisation
         if loc is not None:
-            row.update(localisation_confidence=round(loc.confidence, 3), localisation_doubtful=loc.doubtful)
-        row["la_right"] = row["la_dice"] >= LA_RIGHT_DICE
+            row.update(localisation_confidence=round(float(loc.confidence), 3), localisation_doubtful=bool(loc.doubtful))
+        row["la_right"] = bool(row["la_dice"] >= LA_RIGHT_DICE)
         if seeded:
             row["seed_la_dice"] = _seeded_dice(loaded, ph)
         rows.append(row)

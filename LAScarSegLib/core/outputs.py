@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from .errors import InputError
 
 
@@ -97,13 +99,20 @@ def temp_file_beside(path: Path, suffix: str = "") -> tuple[int, str]:
     return fd, tmp
 
 
+def _plain(value: Any) -> Any:
+    """NumPy scalars (a bool or float that came out of an array) as the Python values JSON knows."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def write_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write JSON atomically (temporary file, then rename); NumPy scalars are written as numbers and booleans."""
     path = Path(path)
     fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
+            json.dump(data, fh, indent=2, sort_keys=False, default=_plain)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -188,7 +188,7 @@ def localisation_confidence(prob: Volume | None, in_doubt: bool = False, coarse_
         confidence *= 0.5
     confidence *= 1.0 - 0.5 * float(np.clip(coarse_rival, 0.0, 1.0))
     close_rival = rival >= certain[kept] - CERTAINTY_MARGIN or coarse_rival > 0.5  # another about as sure
-    return Localisation("automatic", confidence, in_doubt or close_rival or confidence < DOUBTFUL_BELOW)
+    return Localisation("automatic", confidence, bool(in_doubt or close_rival or confidence < DOUBTFUL_BELOW))
 
 
 def _seeded(loaded: LoadedModel, image: Volume, seed: LASeed, *, progress: ProgressFn | None,

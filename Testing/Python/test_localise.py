@@ -177,3 +177,11 @@ def test_the_registry_may_name_a_localiser(tmp_path: Path) -> None:
     path.write_text(json.dumps({**reg, "localiser": "lascarseg-localiser"}))
     assert registered_localiser(path) == "lascarseg-localiser"
     assert registered_localiser(tmp_path / "missing.json") is None
+
+
+def test_json_outputs_take_numpy_scalars(tmp_path: Path) -> None:
+    """Evaluation rows hold NumPy booleans and floats (a comparison of array values); they are written."""
+    from LAScarSegLib.core.outputs import write_json
+
+    path = write_json({"la_right": np.float64(0.9) >= 0.85, "dice": np.float32(0.5)}, tmp_path / "rows.json")
+    assert json.loads(path.read_text()) == {"la_right": True, "dice": 0.5}
