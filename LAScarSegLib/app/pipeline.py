@@ -98,13 +98,13 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
         st.check()
         mdl = loaded or st.step("load model (TorchScript, frozen)", lambda: load_for_inference(model, device))
         require_heads(mdl, {"la", "scar"})
-        loc = localiser if isinstance(localiser, LoadedModel) or la_seed is not None else \
-            st.step("load model (TorchScript, frozen)", lambda: load_localiser(localiser, device))
-        return img, labels, warnings, mdl, (None if la_seed is not None else loc)
+        if la_seed is not None or isinstance(localiser, LoadedModel) or localiser is None:
+            loc = None if la_seed is not None else localiser  # with a point there is nothing to localise
+        else:
+            loc = st.step("load model (TorchScript, frozen)", lambda: load_localiser(localiser, device))
+        return img, labels, warnings, mdl, loc
 
     img, labels, warnings, mdl, loc = st.run("load", load)
-    if la_seed is not None:
-        la_seed.lps(img.geometry)  # a point outside the image is refused before the network runs
     pred = st.run("inference", lambda: predict_localised(mdl, img, keep_largest=keep_largest, seed=la_seed,
                                                          localiser=loc, progress=st.sub_progress("inference"),
                                                          cancel=cancel, steps=st))

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .errors import InputError
-from .outputs import temp_file_beside
+from .outputs import atomic_file
 
 Vec3 = tuple[float, float, float]
 
@@ -248,15 +248,8 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = temp_file_beside(path, suffix)
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix) as tmp:
         sitk.WriteImage(volume.to_sitk(), tmp, compress)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -99,6 +99,21 @@ def temp_file_beside(path: Path, suffix: str = "") -> tuple[int, str]:
     return fd, tmp
 
 
+@contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """A temporary file beside `path` for the caller to write; it replaces `path` in one rename when
+    the block ends, and is removed if the block fails (a reader never sees half a file)."""
+    fd, tmp = temp_file_beside(Path(path), suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def _plain(value: Any) -> Any:
     """NumPy scalars (a bool or float that came out of an array) as the Python values JSON knows."""
     if isinstance(value, np.generic):
@@ -109,14 +124,7 @@ def _plain(value: Any) -> Any:
 def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically (temporary file, then rename); NumPy scalars are written as numbers and booleans."""
     path = Path(path)
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=_plain)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=_plain)
+        fh.write("\n")
     return path

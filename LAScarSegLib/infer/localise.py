@@ -9,10 +9,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from ..core.errors import InputError
 from ..core.image import Volume, box_around, crop
 from ..core.progress import ProgressFn, Stages, part
 from ..model.loading import LoadedModel
-from .masks import PLACE_A_POINT, LASeed, Localisation, Prediction, largest_component
+from .masks import PLACE_A_POINT, LASeed, Localisation, Prediction, component_at, largest_component
 from .predict import predict
 
 #: `component_warning`: candidates are components of at least this volume (mL); their certainty is
@@ -67,21 +68,32 @@ def _through_slab(labels: np.ndarray, n: int) -> np.ndarray:
     return through
 
 
-def _doubt(prob: Volume) -> _Doubt | None:
-    """The largest component is in doubt when it runs through the whole slab, or when another
-    candidate (not through the slab) is clearly more certain; the most certain such candidate is
-    preferred. None when there is no doubt."""
+def _components(prob: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, list[int]] | None:
+    """The LA candidates of a probability map: (labels, mL, certainty, through the slab, the kept
+    (largest) one, the others of CANDIDATE_MIN_ML or more not through the slab, most certain first);
+    certainty is the share of a component's voxels over CONFIDENT_P. None when there is none."""
     labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return None
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     ml = counts * prob.geometry.voxel_volume_mm3 / 1000.0
-    # share of each component's voxels over CONFIDENT_P (bincount: ndimage.mean took 1.5 s on 640x640x88)
+    # bincount: ndimage.mean took 1.5 s on 640x640x88
     certain = np.bincount(labels.ravel(), weights=(prob.array > CONFIDENT_P).ravel(), minlength=n + 1)[1:] / counts
     through = _through_slab(labels, n)
     kept = int(ml.argmax())
-    candidates = sorted((i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]),
-                        key=lambda i: -certain[i])
+    others = sorted((i for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]),
+                    key=lambda i: -certain[i])
+    return labels, ml, certain, through, kept, others
+
+
+def _doubt(prob: Volume) -> _Doubt | None:
+    """The largest component is in doubt when it runs through the whole slab, or when another
+    candidate (not through the slab) is clearly more certain; the most certain such candidate is
+    preferred. None when there is no doubt."""
+    found = _components(prob)
+    if found is None:
+        return None
+    labels, ml, certain, through, kept, candidates = found
     best = candidates[0] if candidates else None
     if through[kept] or (best is not None and certain[best] >= certain[kept] + CERTAINTY_MARGIN):
         return _Doubt(labels, ml, certain, through, kept, candidates, best)
@@ -169,17 +181,11 @@ def localisation_confidence(prob: Volume | None, in_doubt: bool = False, coarse_
     confident volume as a share of the winner's) lowers it up to half too. Doubtful under
     DOUBTFUL_BELOW, when another candidate is within CERTAINTY_MARGIN of the kept one's certainty,
     when the coarse runner-up has over half the winner's confident volume, or while `in_doubt`."""
-    if prob is None:
+    found = None if prob is None else _components(prob)
+    if found is None:
         return Localisation("automatic", 0.0, True)
-    labels, n = ndimage.label(prob.array > 0.5, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return Localisation("automatic", 0.0, True)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    ml = counts * prob.geometry.voxel_volume_mm3 / 1000.0
-    certain = np.bincount(labels.ravel(), weights=(prob.array > CONFIDENT_P).ravel(), minlength=n + 1)[1:] / counts
-    through = _through_slab(labels, n)
-    kept = int(ml.argmax())
-    rivals = [certain[i] for i in range(n) if i != kept and ml[i] >= CANDIDATE_MIN_ML and not through[i]]
+    _labels, ml, certain, through, kept, others = found
+    rivals = [certain[i] for i in others]
     rival = max(rivals, default=0.0)
     confidence = float(certain[kept]) * (0.5 + 0.5 * float(np.clip((certain[kept] - rival) / CERTAINTY_MARGIN, 0, 1)))
     if through[kept] and rivals:
@@ -204,10 +210,11 @@ def _seeded(loaded: LoadedModel, image: Volume, seed: LASeed, *, progress: Progr
     out.seed = seed
     confidence = 0.0
     if out.la is not None:
-        z, y, x = seed.index_zyx(image.geometry)
-        labels, _n = ndimage.label(out.la.array > 0.5, structure=np.ones((3, 3, 3), bool))
-        at = labels == labels[z, y, x] if labels[z, y, x] else None
-        confidence = float((out.la.array[at] > CONFIDENT_P).mean()) if at is not None else 0.0
+        try:  # the component la_mask will keep at the point; none is la_mask's error, raised there
+            at, _removed = component_at(out.la.array > 0.5, out.la, seed)
+            confidence = float((out.la.array[at] > CONFIDENT_P).mean())
+        except InputError:
+            pass
     out.localisation = Localisation("seed", confidence, False)
     return out
 

@@ -116,7 +116,7 @@ def la_mask(prob: Volume, keep_largest: bool = True, seed: LASeed | None = None)
     mask = prob.array > 0.5
     removed = 0
     if seed is not None and keep_largest:
-        mask, removed = _component_at(mask, prob, seed)
+        mask, removed = component_at(mask, prob, seed)
     elif keep_largest and mask.any():
         mask, n = largest_component(mask)
         removed = n - 1
@@ -133,7 +133,7 @@ def la_mask(prob: Volume, keep_largest: bool = True, seed: LASeed | None = None)
     return prob.with_array(mask.astype(np.uint8)), removed
 
 
-def _component_at(mask: np.ndarray, prob: Volume, seed: LASeed) -> tuple[np.ndarray, int]:
+def component_at(mask: np.ndarray, prob: Volume, seed: LASeed) -> tuple[np.ndarray, int]:
     """The component holding the seed, or the nearest one within SEED_REACH_MM; an `InputError`
     when there is none."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.errors import InputError, ModelError
-from ..core.outputs import temp_file_beside
+from ..core.outputs import atomic_file
 from .card import CARD_FILE, check_card, parse_card
 from .variants import HEADS, Variant, get_variant
 
@@ -298,16 +298,8 @@ def save_scripted(scripted, path: str | os.PathLike, card: dict) -> Path:
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}: model card is not JSON-serialisable: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path, ".tmp")
-    os.close(fd)
-    try:
-        with _quiet_torchscript():
-            torch.jit.save(scripted, tmp, _extra_files={CARD_FILE: text})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, ".tmp") as tmp, _quiet_torchscript():
+        torch.jit.save(scripted, tmp, _extra_files={CARD_FILE: text})
     return path
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InputError
-from ..core.outputs import temp_file_beside
+from ..core.outputs import atomic_file
 from ..model.card import CARD_FILE
 from ..model.network import load_scripted
 
@@ -20,15 +20,8 @@ Log = Callable[[str], None]
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = temp_file_beside(path)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
