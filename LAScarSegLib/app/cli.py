@@ -52,7 +52,8 @@ def _add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="cpu-default", choices=RECIPES)
     p.add_argument("--variant", default=None, help="network variant (default mtl-sesa)")
     p.add_argument("--config", default=None, help="YAML or JSON config file")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from last.pt (with its config.json unless --config is given)")
     p.add_argument("--init-from", default=None, help="fine-tune from a checkpoint or an exported .pt model")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -66,7 +67,10 @@ def _run_train(args) -> int:
         overrides.append(f"variant={args.variant}")
     if args.threads:
         overrides.append(f"threads={args.threads}")
-    cfg = make_config(args.recipe, args.config, overrides)
+    config = args.config
+    if args.resume and config is None and (Path(args.out) / "config.json").is_file():
+        config = Path(args.out) / "config.json"  # a resume continues the run as it was set up
+    cfg = make_config(args.recipe, config, overrides)
     if args.print_config:
         print(json.dumps({**cfg.as_dict(), "departures_from_paper": departures(cfg.recipe)}, indent=2, default=str))
         return EXIT_OK

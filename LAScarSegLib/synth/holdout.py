@@ -11,8 +11,9 @@ little, so this generator differs in both, deliberately:
   suppressed), multi-octave texture, a multi-coil sensitivity profile instead of a smooth bias,
   a motion ghost along the phase-encoding direction, Rician noise, and axial grids stored in
   either left-right order.
-The truth: the LA (body, appendage and vein ostia to 8-12 mm), its wall (1-3 mm, open at the veins'
-cut and the mitral opening) and scar (round and elongated patches, about 0-40 % of the wall).
+The truth: the LA (body, appendage and vein ostia to 8-12 mm), 2-4 mm of tissue between it and
+every other blood pool (open only at the mitral opening and the veins' continuation), its wall
+(1-3 mm, open at the veins' cut and the mitral opening) and scar (round and elongated patches, about 0-40 % of the wall).
 Every number comes from `numpy.random.default_rng([seed, 97])`.
 """
 
@@ -81,6 +82,7 @@ def make_holdout_chest(seed: int = 0) -> HoldoutChest:
     pts = _points(geometry, rng)
     shapes = _anatomy(rng)
     lab = _labels(pts, shapes, rng)
+    _septa(lab, pts, shapes["mitral"], geometry, np.random.default_rng([seed, 98]))
     la = lab == 1
     wall, scar = _wall_and_scar(la, lab, geometry, rng)
     image = _appearance(rng, lab, wall, scar, geometry)
@@ -244,6 +246,25 @@ def _labels(p: np.ndarray, s: dict[str, Any], rng: np.random.Generator) -> np.nd
     put(la & beyond, 2)  # the mitral side: LV inflow, not LA
     put(la & ~beyond, 1)
     return lab
+
+
+def _septa(lab: np.ndarray, p: np.ndarray, mitral: tuple[np.ndarray, float], geometry: Geometry,
+           rng: np.random.Generator) -> None:
+    """Tissue between the LA and every other blood pool it touches (the interatrial septum, the
+    aortic and ventricular walls): 2-4 mm of myocardium, as a real chest has. Only the mitral opening
+    (LA blood flowing on into the LV) and the veins' continuation stay open, so the LA's extent is in
+    the image, not only in the truth."""
+    la = lab == 1
+    zs, ys, xs = (np.flatnonzero(la.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1)))
+    thick = rng.uniform(2.0, 4.0)
+    margin = [int(np.ceil((thick + 1) / s)) for s in geometry.spacing_zyx]
+    box = tuple(slice(max(0, v[0] - m), v[-1] + m + 1) for v, m in zip((zs, ys, xs), margin))
+    near = distance_to(la[box], geometry.spacing_zyx) <= thick
+    centre, radius = mitral
+    opening = ((p[box] - centre) ** 2).sum(axis=-1) <= (radius * 1.6) ** 2
+    other_blood = np.isin(lab[box], (2, 4, 5, 6, 7, 8)) & ~(opening & (lab[box] == 2))
+    sub = lab[box]
+    sub[near & other_blood] = 3
 
 
 def _wall_and_scar(la: np.ndarray, lab: np.ndarray, geometry: Geometry,

@@ -16,7 +16,7 @@ from typing import Any
 from ..core.errors import InputError
 from ..model.variants import DEFAULT_VARIANT, get_variant
 
-LA2018_DEFAULT = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "la2018")
+LA2018_DEFAULT = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "la2018")  # beside the checkout
 
 
 @dataclass
@@ -201,6 +201,8 @@ def make_config(recipe: str = "cpu-default", file: str | os.PathLike | None = No
     sources: list[tuple[str, dict[str, Any]]] = []
     if file is not None:
         data = load_config_file(file)
+        for written in ("departures_from_paper", "stages"):  # a run's config.json holds these for readers
+            data.pop(written, None)
         recipe = data.pop("recipe", recipe)
         sources.append((str(file), data))
     if isinstance(overrides, list):

@@ -77,3 +77,30 @@ def test_bad_configs_name_the_key(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
     with pytest.raises(InputError, match="cannot parse config"):
         make_config("cpu-default", tmp_path / "broken.yaml")
+
+
+def test_default_data_is_the_la2018_folder_beside_the_checkout() -> None:
+    root = Path(make_config("cpu-default").data[0]["root"])
+    assert root == Path(__file__).resolve().parents[3] / "shared" / "data" / "la2018"
+
+
+def test_a_runs_config_json_reads_back_as_the_same_config(tmp_path: Path) -> None:
+    """`train --resume` reads the run's config.json, which also holds what the trainer wrote for readers."""
+    cfg = make_config("cpu-default", overrides=["iterations=7", "lr=0.0005", 'data=[{"root": "x", "weight": 1.0}]'])
+    written = {**cfg.as_dict(), "departures_from_paper": departures(cfg.recipe),
+               "stages": [{"from_iteration": 0, "changed": {}}]}
+    (tmp_path / "config.json").write_text(json.dumps(written, default=str))
+    again = make_config("paper", tmp_path / "config.json")  # the file's recipe wins over the default
+    assert again.as_dict() == cfg.as_dict()
+
+
+def test_cli_resume_continues_with_the_runs_own_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from LAScarSegLib.app.cli import main
+
+    cfg = make_config("cpu-default", overrides=["iterations=7", "patch_size=[32,32,32]"])
+    (tmp_path / "config.json").write_text(json.dumps({**cfg.as_dict(), "stages": []}, default=str))
+    assert main(["train", "--out", str(tmp_path), "--resume", "--print-config", "lr=0.002"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["iterations"], shown["patch_size"], shown["lr"]) == (7, [32, 32, 32], 0.002)
+    assert main(["train", "--out", str(tmp_path), "--print-config"]) == 0  # no resume: the recipe's values
+    assert json.loads(capsys.readouterr().out)["iterations"] != 7
