@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,7 +32,7 @@ from ..train.export import describe_run, export_checkpoint
 from ..train.train_config import RECIPES, departures, make_config
 from ..train.trainer import train
 from . import bench, demo, phantom_command
-from .batch import read_seeds, run_batch
+from .batch import parse_shard, read_seeds, run_batch
 from .evaluate import ids_from_split, run_evaluation
 from .pipeline import run_segment
 
@@ -236,15 +238,33 @@ def _add_batch(sub) -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, metavar="FILE.csv",
                    help="a point inside the LA per case: CSV with columns id, r, a, s (millimetres, RAS); cases "
                         "without a row are found automatically")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="cases in N processes at once, each with its share of --threads (default 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the cases already done in --out and run the others (failed or unfinished ones too)")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="only the K-th of N disjoint shares of the sorted cases (one per job of a cluster's job "
+                        "array); finished cases in --out are kept; writes summary-K-of-N.csv")
     _add_job_options(p)
     return p
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except InputError as exc:  # a usage error (exit 2) with the message, not argparse's "invalid value"
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _run_batch(args) -> int:
-    summary = run_batch(args.folder, args.out, overwrite=args.overwrite,
+    summary = run_batch(args.folder, args.out, overwrite=args.overwrite, resume=args.resume, shard=args.shard,
+                        workers=args.workers, threads=args.threads,
                         seeds=read_seeds(args.seeds) if args.seeds else None, **_job_kwargs(args))
     failed = [row for row in summary if row["status"] != "done"]
-    print(f"{len(summary) - len(failed)} of {len(summary)} cases done; summary in {args.out}/summary.csv")
+    name = f"summary-{args.shard[0]}-of-{args.shard[1]}.csv" if args.shard else "summary.csv"
+    print(f"{len(summary) - len(failed)} of {len(summary)} cases done; summary in {Path(args.out) / name}")
+    for row in failed:
+        print(f"failed: {row['id']}: {row['error']}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -277,20 +297,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or the user's kill): raised like Ctrl-C, so a job unwinds and removes
+    its staging folder instead of leaving half a result beside `--out`."""
+
+
+def _raise_stopped(signum: int, _frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 for --help, 2 for bad usage
         return int(exc.code or 0)
+    in_main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _raise_stopped) if in_main else None
+    try:
+        return _run(args)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         set_threads(getattr(args, "threads", None))
         return int(args._run(args))
     except (InputError, ModelError) as exc:
         print(f"lascarseg {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"lascarseg {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        how = f"stopped by {exc}" if isinstance(exc, Stopped) else "interrupted"
+        print(f"lascarseg {args.command}: {how} (finished outputs are kept, nothing half-written is left)",
+              file=sys.stderr)
         return EXIT_FAILED
     except LAScarSegError as exc:
         print(f"lascarseg {args.command}: failed: {exc}", file=sys.stderr)

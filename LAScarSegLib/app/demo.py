@@ -153,7 +153,7 @@ def preview_png(ph, path: Path) -> None:
 def run_demo(out: str | Path, *, seed: int = 0, full_fov: bool = False, overwrite: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     t0 = time.perf_counter()
-    with atomic_output_dir(out, overwrite) as stage:
+    with atomic_output_dir(out, overwrite, kind="demo") as stage:
         ph = make_phantom(seed, full_fov=full_fov)
         t_ph = time.perf_counter() - t0
         log(f"phantom seed {seed}: {ph.image.geometry.describe()} ({t_ph:.2f} s)")

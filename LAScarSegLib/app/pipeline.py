@@ -22,9 +22,9 @@ from vtkmodules.vtkCommonDataModel import vtkFieldData, vtkPolyData
 from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
 
 from ..core.datasets import binary_from_single_value, scar_and_wall_from_values
-from ..core.errors import Cancelled
+from ..core.errors import Cancelled, InputError
 from ..core.image import Volume, check_image_values, label_onto_image_grid, read_image, read_label, write_volume
-from ..core.outputs import atomic_output_dir, check_output_dir, write_json
+from ..core.outputs import OutputTarget, atomic_output_dir, check_output_dir, write_json
 from ..core.progress import ProgressFn, StageHook, Stages
 from ..infer.localise import predict_localised
 from ..infer.masks import LASeed, la_mask
@@ -50,17 +50,21 @@ def load_inputs(image: str | os.PathLike | Volume, la_label: str | os.PathLike |
     if isinstance(image, Volume):
         check_image_values(img)
     labels: dict[str, Volume] = {}
-    warnings: list[str] = []
+    warnings: list[str] = list(img.notes)
     for name, src in (("la", la_label), ("scar", scar_label)):
         if src is None:
             continue
         st.check()
         lab = st.step("read labels", lambda src=src: _as_volume(src, read_label))
+        warnings.extend(lab.notes)
         lab, warn = label_onto_image_grid(lab, img.geometry, "LA label" if name == "la" else "scar label")
         if warn:
             warnings.append(warn)
         if name == "la":
             labels["la"] = binary_from_single_value(lab, "LA")
+            if not labels["la"].array.any():  # Dice 0 and no distances would look like a failed segmentation
+                raise InputError(f"{lab.source or 'LA label'}: the LA label is empty (no LA voxel); pass the case's "
+                                 "LA label, or none")
         else:
             labels["scar"], wall = scar_and_wall_from_values(lab)
             if wall is not None:
@@ -140,11 +144,12 @@ def write_surface(mesh: vtkPolyData, path: Path) -> None:
         raise OSError(f"{path}: could not write the surface")
 
 
-def write_outputs(result: PipelineResult, out: str | os.PathLike, *, overwrite: bool = False,
+def write_outputs(result: PipelineResult, out: str | os.PathLike | OutputTarget, *, overwrite: bool = False,
                   progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                   on_stage: StageHook | None = None) -> Path:
-    """Write CONTRACTS section 5's files into `out`, all or nothing; report.json last, with the
-    write time and the total in its timings."""
+    """Write CONTRACTS section 5's files into `out` (a path, or the target `check_output_dir` gave
+    before the job), all or nothing; report.json last, with the write time and the total in its
+    timings."""
     st = Stages({"write": (0.0, 1.0)}, None, cancel, on_stage)
     t0 = time.perf_counter()
     report = result.report
@@ -163,15 +168,17 @@ def write_outputs(result: PipelineResult, out: str | os.PathLike, *, overwrite: 
         write_json(report.to_json(), stage / "report.json")
     if progress:
         progress(1.0, "done")
-    return Path(out)
+    return out.path if isinstance(out, OutputTarget) else Path(out)
 
 
 def run_segment(image: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
                 on_stage: StageHook | None = None, **kwargs: Any) -> PipelineResult:
-    """`lascarseg segment`: check the output folder first, run the job, write the outputs."""
-    check_output_dir(out, overwrite)
+    """`lascarseg segment`: check the output folder first (before the image or the model is read),
+    run the job, write the outputs; they replace only what the check saw at `out`."""
+    inputs = [image, *(kwargs.get(k) for k in ("la_label", "scar_label", "model"))]
+    target = check_output_dir(out, overwrite, [p for p in inputs if isinstance(p, (str, os.PathLike))])
     result = segment(image, on_stage=on_stage, **kwargs)
     if kwargs.get("cancel") is not None and kwargs["cancel"].is_set():
         raise Cancelled("cancelled by the user")
-    write_outputs(result, out, overwrite=overwrite, on_stage=on_stage)
+    write_outputs(result, target, on_stage=on_stage)
     return result

@@ -26,6 +26,7 @@ def predict(loaded: LoadedModel, image: Volume, *, progress: ProgressFn | None =
             cancel: threading.Event | None = None, steps: Stages | None = None) -> Prediction:
     """Sliding-window inference over the whole field of view (no label is used to find the LA).
 
+    A crop (a box around the LA) is normalised over itself, as the network's training crops were.
     `steps`: the caller's stages, which time the resampling and the network as named steps."""
     step = steps.step if steps is not None else (lambda _label, fn: fn())
     card = loaded.card

@@ -84,7 +84,7 @@ def test_pipeline_bench_reports_every_stage(tiny_result: dict) -> None:
     assert r["metrics_projection_s"] == pytest.approx(t["metrics"] + t["projection"], abs=1e-3)
     assert 0 < r["rss_after_imports_bytes"] <= r["peak_rss_bytes"] < 64 * 1024 ** 3
     assert r["outputs"] == sorted(["la_mask.nii.gz", "scar_probability.nii.gz", "scar_mask.nii.gz", "la_surface.vtp",
-                                   "report.json", "snapshot.png"])
+                                   "report.json", "snapshot.png", ".lascarseg.json"])
     assert r["size"] == [96, 96, 48] and r["la_dice"] is not None and len(r["model"]["sha256"]) == 64
 
 

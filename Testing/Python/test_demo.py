@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from LAScarSegLib.app.cli import main
-from LAScarSegLib.core.outputs import atomic_output_dir
+from LAScarSegLib.core.outputs import MARKER, atomic_output_dir
 
 
 def test_demo_writes_phantom_checks_and_preview(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seed", "2"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["demo_summary.json", "phantom_image.nii.gz", "phantom_la.nii.gz", "phantom_preview.png",
-                     "phantom_scar.nii.gz", "phantom_wall.nii.gz", "segmentation"]
+    assert names == sorted([".lascarseg.json", "demo_summary.json", "phantom_image.nii.gz", "phantom_la.nii.gz",
+                            "phantom_preview.png", "phantom_scar.nii.gz", "phantom_wall.nii.gz", "segmentation"])
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["all_checks_passed"] and len(summary["core_checks"]) >= 8
     assert summary["phantom"]["seed"] == 2 and "synthetic" in summary["phantom"]["provenance"]
@@ -63,16 +63,16 @@ def test_atomic_output_dir_leaves_nothing_after_a_failure(tmp_path: Path) -> Non
             (stage / "half.txt").write_text("partial")
             raise RuntimeError("boom")
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    out.mkdir()
-    (out / "old.txt").write_text("keep me")
+    with atomic_output_dir(out) as stage:
+        (stage / "old.txt").write_text("keep me")
     with pytest.raises(RuntimeError):
         with atomic_output_dir(out, overwrite=True) as stage:
             (stage / "new.txt").write_text("new")
             raise RuntimeError("boom")
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "old.txt"]
     with atomic_output_dir(out, overwrite=True) as stage:
         (stage / "new.txt").write_text("new")
-    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result"]
 
 

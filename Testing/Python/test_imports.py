@@ -25,7 +25,7 @@ FORBIDDEN = ("torch", "qt", "ctk", "PythonQt")
 TORCH_FREE = {
     "LAScarSegLib", "LAScarSegLib.logic",
     "LAScarSegLib.core", "LAScarSegLib.core.distance", "LAScarSegLib.core.errors", "LAScarSegLib.core.image",
-    "LAScarSegLib.core.outputs", "LAScarSegLib.core.progress",
+    "LAScarSegLib.core.nifti", "LAScarSegLib.core.outputs", "LAScarSegLib.core.progress",
     "LAScarSegLib.model", "LAScarSegLib.model.card", "LAScarSegLib.model.registry",
     "LAScarSegLib.synth", "LAScarSegLib.synth.anatomy", "LAScarSegLib.synth.phantom", "LAScarSegLib.synth.scar",
     "LAScarSegLib.infer", "LAScarSegLib.infer.masks",

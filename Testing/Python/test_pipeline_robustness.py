@@ -59,6 +59,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # NRRD: ITK's NIfTI reader turns NaN and inf into 0 (niftilib), so a NIfTI cannot carry them to us
     files["nan"] = write_volume(Volume(nan, geom), folder / "nan.nrrd")
     files["constant"] = write_volume(Volume(np.full(geom.shape, 7.0, np.float32), geom), folder / "constant.nii.gz")
+    packed = files["image"].read_bytes()
+    (folder / "cut.nii.gz").write_bytes(packed[: len(packed) * 2 // 3])  # a copy that stopped short
+    files["truncated"] = folder / "cut.nii.gz"
+    files["empty_la"] = write_volume(Volume(np.zeros(geom.shape, np.uint8), geom), folder / "empty_la.nii.gz")
     far = Geometry(geom.size, geom.spacing, (900.0, 0.0, 0.0))
     files["far_la"] = write_volume(Volume(ph.la.array, far), folder / "far_la.nii.gz")
     (folder / "corrupt.pt").write_bytes(np.random.default_rng(1).bytes(4000))
@@ -81,6 +85,10 @@ BAD = {
     "2d image": (lambda f: [str(f["2d"]), "--model", str(f["tiny"])], r"is 2D .* a 3D volume is needed"),
     "non-finite image": (lambda f: [str(f["nan"]), "--model", str(f["tiny"])], r"2 non-finite voxel\(s\) \(NaN or inf\)"),
     "constant image": (lambda f: [str(f["constant"]), "--model", str(f["tiny"])], r"image is constant .* nothing to segment"),
+    "truncated image": (lambda f: [str(f["truncated"]), "--model", str(f["tiny"])],
+                        r"cut\.nii\.gz: image file is truncated: it holds \d+% of the voxels"),
+    "empty LA label": (lambda f: [str(f["image"]), "--la-label", str(f["empty_la"]), "--model", str(f["tiny"])],
+                       r"empty_la\.nii\.gz: the LA label is empty"),
     "label off the image": (lambda f: [str(f["image"]), "--la-label", str(f["far_la"]), "--model", str(f["tiny"])],
                             r"does not overlap the image"),
     "corrupt model": (lambda f: [str(f["image"]), "--model", str(f["corrupt"])], r"not a LAScarSeg TorchScript model file"),
