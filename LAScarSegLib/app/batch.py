@@ -18,8 +18,8 @@ from typing import Any
 
 from ..core.datasets import detect_layout, open_dataset
 from ..core.errors import InputError
-from ..infer.masks import LASeed
 from ..core.outputs import atomic_file
+from ..infer.masks import LASeed
 from ..model.loading import REGISTERED, load_for_inference, load_localiser
 from .batch_folder import case_report, clear_failure, failures, open_batch_folder, record_failure
 from .batch_pool import run_in_pool

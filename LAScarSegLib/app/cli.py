@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import __version__
-from ..core.errors import InputError, LAScarSegError, ModelError
+from ..core.errors import DamagedInstall, InputError, LAScarSegError, ModelError
 from ..core.outputs import write_json
 from ..core.threads import set_threads
 from ..infer.masks import LASeed
-from ..model.loading import REGISTERED
 from ..model.card import card_markdown
+from ..model.loading import REGISTERED
 from ..model.network import load_scripted
 from ..model.registry import register
 from ..model.variants import variant_names
@@ -325,6 +325,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         set_threads(getattr(args, "threads", None))
         return int(args._run(args))
+    except DamagedInstall as exc:  # not the command's fault: exit 1 with how to repair it
+        print(f"lascarseg {args.command}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (InputError, ModelError) as exc:
         print(f"lascarseg {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

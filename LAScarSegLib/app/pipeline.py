@@ -98,14 +98,15 @@ def segment(image: str | os.PathLike | Volume, *, la_label: str | os.PathLike | 
     st = Stages(STAGE_SHARES, progress, cancel, on_stage)
 
     def load() -> tuple[Volume, dict[str, Volume], list[str], LoadedModel, LoadedModel | None]:
-        img, labels, warnings = load_inputs(image, la_label, scar_label, st)
-        st.check()
+        # the models first: a bad model file is said before a large image is read
         mdl = loaded or st.step("load model (TorchScript, frozen)", lambda: load_for_inference(model, device))
         require_heads(mdl, {"la", "scar"})
         if la_seed is not None or isinstance(localiser, LoadedModel) or localiser is None:
             loc = None if la_seed is not None else localiser  # with a point there is nothing to localise
         else:
             loc = st.step("load model (TorchScript, frozen)", lambda: load_localiser(localiser, device))
+        st.check()
+        img, labels, warnings = load_inputs(image, la_label, scar_label, st)
         return img, labels, warnings, mdl, loc
 
     img, labels, warnings, mdl, loc = st.run("load", load)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import vtk
 
-from ..core.errors import Cancelled, InputError, LAScarSegError, ModelError
+from ..core.errors import Cancelled, DamagedInstall, InputError, LAScarSegError, ModelError
 from ..core.image import Volume
 from ..infer.masks import LASeed
 from ..quantify.readout import NETWORK_METHOD, PipelineResult
@@ -45,7 +45,7 @@ KILL_AFTER_S = 1.0  # after terminate(), kill() if the process is still there: g
 
 Launcher = Callable[..., subprocess.Popen]
 ERRORS: dict[str, type[LAScarSegError]] = {"InputError": InputError, "ModelError": ModelError,
-                                            "Cancelled": Cancelled}
+                                            "DamagedInstall": DamagedInstall, "Cancelled": Cancelled}
 
 
 class WorkerError(LAScarSegError):

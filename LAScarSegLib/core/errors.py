@@ -19,6 +19,11 @@ class ModelError(LAScarSegError):
     """A model file that is missing, corrupt, foreign or lacks an output the job needs."""
 
 
+class DamagedInstall(ModelError):
+    """A registered model (bundled, or imported by the user) is missing or no longer the file that was
+    registered: a fault of the installation, not of the command (the CLI exits 1, not 2)."""
+
+
 class Cancelled(LAScarSegError):
     """Raised when the caller's cancel event is set; the job leaves nothing behind."""
 

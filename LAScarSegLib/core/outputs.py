@@ -24,7 +24,6 @@ import numpy as np
 
 from .errors import InputError
 
-
 #: Every output folder lascarseg writes holds this file; `--overwrite` replaces only such a folder.
 MARKER = ".lascarseg.json"
 

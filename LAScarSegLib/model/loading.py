@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import InputError, ModelError
+from ..core.errors import DamagedInstall, InputError, ModelError
 from .card import card_heads, check_inference_card
 from .network import freeze_for_inference, load_scripted
 from .registry import REGISTRY, registered_localiser, resolve_model, sha256_of
@@ -49,12 +49,15 @@ def load_model(name_or_path: str | os.PathLike | None = None, registry: str | os
                map_location: Any = "cpu"):
     """Load a model by registry name (checking its SHA-256) or by path: (module, card, sha256)."""
     path, expected = resolve_model(name_or_path, registry)
+    reinstall = "; reinstall LAScarSeg (or import the model again) to repair it"
     if not path.is_file():
+        if expected is not None:
+            raise DamagedInstall(f"{path}: the registered model file is missing{reinstall}")
         raise ModelError(f"{path}: model file does not exist")
     digest = sha256_of(path)
     if expected is not None and digest != expected:
-        raise ModelError(f"{path}: SHA-256 {digest[:12]}... does not match the registry's {expected[:12]}...; "
-                         "the file is corrupt or was replaced")
+        raise DamagedInstall(f"{path}: SHA-256 {digest[:12]}... does not match the registry's {expected[:12]}...; "
+                             f"the file is corrupt or was replaced{reinstall}")
     module, card = load_scripted(path, map_location=map_location)
     return module, card, digest
 

@@ -28,6 +28,7 @@ import contextlib
 import copy
 import json
 import os
+import textwrap
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -321,9 +322,8 @@ def load_scripted(path: str | os.PathLike, map_location: Any = "cpu"):
             module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     except Exception as exc:  # RuntimeError / ValueError from the zip reader or the unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(
-            f"{path}: not a LAScarSeg TorchScript model file (torch.jit.load failed: {first[:300]})"
-        ) from exc
+        raise ModelError(f"{path}: not a LAScarSeg TorchScript model file (torch.jit.load failed: "
+                         f"{textwrap.shorten(first, 300, placeholder=' ...')})") from exc
     card = parse_card(extra.get(CARD_FILE) or b"", str(path))
     module.eval()
     return module, card

@@ -142,3 +142,42 @@ def test_threads_option_reaches_torch_and_itk(inputs: dict[str, Path], tmp_path:
                            "--model", str(inputs["never"]), "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert "no left atrium found" in proc.stderr  # so the network ran before the check
     assert proc.stdout.split() == ["2", "1", "1"]
+
+
+def test_the_model_is_checked_before_the_image_is_read(inputs: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """A bad model is said first (the image here does not even exist), and its message ends on a word."""
+    assert main(["segment", str(tmp_path / "missing.nii.gz"), "--model", str(inputs["corrupt"]),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "corrupt.pt: not a LAScarSeg TorchScript model file" in err and "missing.nii.gz" not in err
+    reason = err.rsplit("(", 1)[-1].rstrip(")")
+    assert len(reason) <= 340 and (reason.endswith(" ...") or not reason[-1:].isalnum() or len(reason) < 300)
+
+
+def test_a_damaged_install_is_a_failure_not_bad_usage(inputs: dict[str, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """The bundled model altered after installation: exit 1 with how to repair it (exit 2 means the
+    command was wrong, and it was not)."""
+    import shutil
+
+    from LAScarSegLib.model import loading, registry
+
+    models = shutil.copytree(registry.MODELS_DIR, tmp_path / "Models")
+    for pt in models.glob("*.pt"):
+        pt.write_bytes(pt.read_bytes()[:-16] + bytes(16))
+    monkeypatch.setattr(loading.load_model, "__defaults__", (None, models / "models.json", "cpu"))
+    assert main(["segment", str(inputs["image"]), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "does not match the registry" in err and "reinstall LAScarSeg" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_says_its_failures_on_stderr(inputs: dict[str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    (folder / "broken.nrrd").write_bytes(b"not an image at all")
+    assert main(["batch", str(folder), "--out", str(tmp_path / "out"), "--model", str(inputs["tiny"])]) == 1
+    assert "failed: broken: InputError" in capsys.readouterr().err
