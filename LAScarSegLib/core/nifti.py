@@ -84,19 +84,19 @@ def _parse(raw: bytes) -> NiftiHeader | None:
 
 
 def _length(path: Path, what: str) -> tuple[bytes, int]:
-    """The first HEADER_BYTES of the (decompressed) file and its whole decompressed length."""
+    """The first HEADER_BYTES of the (decompressed) file and its whole decompressed length; a
+    compressed stream that ends early is measured up to where it ends (the caller says truncated)."""
     if not path.name.lower().endswith(".gz"):
         with open(path, "rb") as fh:
             return fh.read(HEADER_BYTES), path.stat().st_size
-    total = 0
+    head, total = b"", 0
     try:
         with gzip.open(path, "rb") as fh:
-            head = fh.read(HEADER_BYTES)
-            total = len(head)
             while chunk := fh.read(_CHUNK):
+                head += chunk[: max(0, HEADER_BYTES - len(head))]
                 total += len(chunk)
     except EOFError:
-        return head, total  # the stream ends early: a truncated file, measured by the caller
+        pass
     except (OSError, zlib.error) as exc:
         raise InputError(f"{path}: {what} file is corrupt: its compressed data cannot be read ({exc})") from None
     return head, total
@@ -108,6 +108,8 @@ def check_nifti(path: Path, what: str = "image") -> NiftiHeader | None:
     if not is_nifti(path):
         return None
     raw, length = _length(path, what)
+    if len(raw) < HEADER_BYTES:
+        raise InputError(f"{path}: {what} file is truncated: {length} bytes, less than a NIfTI header ({HEADER_BYTES})")
     header = _parse(raw)
     if header is None:
         return None
