@@ -163,3 +163,29 @@ def test_soak_with_broken_files_and_a_worker_killed_midway(tmp_path: Path) -> No
     leftovers = [p for p in tmp_path.rglob("*") if ".partial" in p.name or ".old-" in p.name]
     assert leftovers == []
     print(f"soak: {len(kinds)} cases ({len(good)} good), a worker killed, resumed: {elapsed:.1f} s")
+
+
+def record_times(case: dict, *, loaded, localiser, log: str) -> dict:
+    """A stand-in job (picklable for the worker processes): when it ran, in a file of its own."""
+    t0 = time.time()
+    time.sleep(0.6)
+    Path(log, case["id"]).write_text(f"{t0} {time.time()}")
+    return {"id": case["id"], "status": "done"}
+
+
+@pytest.mark.parametrize("free", [0, 1 << 50])
+def test_a_case_waits_for_memory_instead_of_crowding_the_others(tmp_path: Path, free: int) -> None:
+    """With no memory free each case waits for the one running (alone, a case always starts); with
+    plenty, two run at once."""
+    from LAScarSegLib.app.batch_pool import run_in_pool
+
+    image = tmp_path / "img.nii.gz"
+    write_volume(make_phantom(1, **SMALL).image, image)
+    cases = [{"id": f"c{i}", "image": image} for i in range(4)]
+    rows: list[dict] = []
+    run_in_pool(cases, record_times, workers=2, threads=2, model=None, localiser=None, device="cpu",
+                kwargs={"log": str(tmp_path)}, on_row=lambda case, row: rows.append(row),
+                on_lost=lambda case, error: pytest.fail(error), memory=lambda: free)
+    spans = sorted(tuple(float(v) for v in (tmp_path / c["id"]).read_text().split()) for c in cases)
+    overlaps = sum(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert len(rows) == 4 and (overlaps == 0 if free == 0 else overlaps >= 1)
