@@ -113,8 +113,8 @@ def _run_export(args) -> int:
         md = Path(path).with_suffix(".md")
         md.write_text(card_markdown(load_scripted(path)[1]))
         print(f"wrote {md}")
-    if args.register:
-        entry = register(path, Path(path).parent / "models.json")
+    if args.register:  # a localiser is registered beside the segmentation model, never as the default
+        entry = register(path, Path(path).parent / "models.json", default=extra.get("role") != "localiser")
         print(f"registered {entry['name']} {entry['version']} sha256 {entry['sha256']}")
     return EXIT_OK
 
