@@ -12,7 +12,6 @@ Only NIfTI-1 single files (.nii, .nii.gz) are checked; other formats go to ITK a
 
 from __future__ import annotations
 
-import gzip
 import math
 import struct
 import zlib
@@ -90,14 +89,18 @@ def _length(path: Path, what: str) -> tuple[bytes, int]:
         with open(path, "rb") as fh:
             return fh.read(HEADER_BYTES), path.stat().st_size
     head, total = b"", 0
+    unpack = zlib.decompressobj(wbits=31)  # gzip; streamed, so a stream cut short still counts what it holds
     try:
-        with gzip.open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                head += chunk[: max(0, HEADER_BYTES - len(head))]
-                total += len(chunk)
-    except EOFError:
-        pass
-    except (OSError, zlib.error) as exc:
+        with open(path, "rb") as fh:
+            while packed := fh.read(_CHUNK):
+                while packed:
+                    out = unpack.decompress(packed)
+                    head += out[: max(0, HEADER_BYTES - len(head))]
+                    total += len(out)
+                    packed = unpack.unused_data if unpack.eof else b""
+                    if unpack.eof:  # another gzip member follows
+                        unpack = zlib.decompressobj(wbits=31)
+    except zlib.error as exc:
         raise InputError(f"{path}: {what} file is corrupt: its compressed data cannot be read ({exc})") from None
     return head, total
 

@@ -25,7 +25,8 @@ def documented_commands() -> list[tuple[str, str]]:
     for doc in DOCS:
         for line in doc.read_text(encoding="utf-8").splitlines():
             for match in COMMAND.finditer(line):
-                words = match.group(1).strip()
+                # shell variables ($K in a job script) get their value only there: a sample value parses
+                words = re.sub(r"\$\{?[A-Z_]+\}?", "1", match.group(1).strip())
                 if words.split()[0] in {"segment", "batch", "demo", "phantom", "train", "export", "evaluate",
                                         "bench"}:
                     found.append((doc.name, words))
